@@ -1,0 +1,372 @@
+"""An async client for the Workflows *instances* REST API.
+
+It speaks the API exactly: Cloudflare's envelope is decoded (``success: false`` on HTTP 200
+included), path parameters are percent-encoded, and every failure leaves as one of the errors in
+:mod:`bridge.errors`. It never retries: the pipeline owns retries, because only it knows the
+request budget and what a command may cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+from pydantic import TypeAdapter
+
+from bridge import __version__
+from bridge.cloudflare.headers import parse_ratelimit, parse_retry_after
+from bridge.cloudflare.models import (
+    EventCreateResponse,
+    InstanceBulkResponse,
+    InstanceCreateResponse,
+    InstanceGetResponse,
+    InstanceListResponse,
+    StatusEditResponse,
+)
+from bridge.errors import (
+    AlreadyExists,
+    ApiError,
+    AuthError,
+    Conflict,
+    NotFound,
+    RateLimited,
+    RateLimitInfo,
+    Rejected,
+    ServerError,
+    TransportError,
+)
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[T]):
+    """A successful API result with what the response said about limits and tracing."""
+
+    result: T
+    http_status: int
+    cf_ray: str | None
+    ratelimit: RateLimitInfo | None
+
+
+#: Called after every HTTP answer, success or not: the request budget listens here.
+ResponseHook = Callable[[int, RateLimitInfo | None, float | None], None]
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _is_duplicate(errors: Sequence[Mapping[str, Any]]) -> bool:
+    text = " ".join(str(e.get("message", "")) for e in errors).lower()
+    return "already_exists" in text or "already exists" in text
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+    429: RateLimited,
+}
+
+
+class WorkflowsClient:
+    """One account's Workflows instances API; use as ``async with WorkflowsClient(...) as c``."""
+
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        api_token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_response: ResponseHook | None = None,
+    ) -> None:
+        if not account_id:
+            raise ValueError("account_id must not be empty")
+        self._prefix = f"/accounts/{_segment(account_id)}/workflows"
+        self._on_response = on_response
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {api_token}",
+                "User-Agent": f"workflows-bridge/{__version__}",
+            },
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        workflow: str,
+        *,
+        instance_id: str | None = None,
+        params: Any = None,
+        instance_retention: Mapping[str, Any] | None = None,
+    ) -> Answer[InstanceCreateResponse]:
+        """``POST /instances``. An id in use raises :class:`AlreadyExists`."""
+        body = _create_body(instance_id, params, instance_retention)
+        return await self._call(
+            "POST", self._instances(workflow), InstanceCreateResponse, json_body=body
+        )
+
+    async def create_batch(
+        self, workflow: str, items: Sequence[Mapping[str, Any]]
+    ) -> Answer[list[InstanceBulkResponse]]:
+        """``POST /instances/batch`` with 1–100 create bodies; existing ids are left out."""
+        if not 1 <= len(items) <= 100:
+            raise ValueError(f"a batch holds 1 to 100 instances, not {len(items)}")
+        return await self._call(
+            "POST",
+            self._instances(workflow) + "/batch",
+            _BULK_ADAPTER,
+            json_body=list(items),
+        )
+
+    async def get(
+        self, workflow: str, instance_id: str, *, simple: bool = True
+    ) -> Answer[InstanceGetResponse]:
+        """``GET /instances/{id}``; ``simple`` leaves the step log out."""
+        return await self._call(
+            "GET",
+            self._instance(workflow, instance_id),
+            InstanceGetResponse,
+            params={"simple": "true" if simple else "false"},
+        )
+
+    async def edit_status(
+        self,
+        workflow: str,
+        instance_id: str,
+        status: str,
+        *,
+        rollback: bool | None = None,
+        from_: Mapping[str, Any] | None = None,
+    ) -> Answer[StatusEditResponse]:
+        """``PATCH /instances/{id}/status``: pause, resume, terminate or restart."""
+        body: dict[str, Any] = {"status": status}
+        if rollback is not None:
+            body["rollback"] = rollback
+        if from_ is not None:
+            body["from"] = dict(from_)
+        return await self._call(
+            "PATCH",
+            self._instance(workflow, instance_id) + "/status",
+            StatusEditResponse,
+            json_body=body,
+        )
+
+    async def send_event(
+        self, workflow: str, instance_id: str, event_type: str, payload: Any
+    ) -> Answer[EventCreateResponse]:
+        """``POST /instances/{id}/events/{type}``; the payload is the raw body."""
+        return await self._call(
+            "POST",
+            f"{self._instance(workflow, instance_id)}/events/{_segment(event_type)}",
+            EventCreateResponse,
+            json_body=payload,
+        )
+
+    async def list_page(
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        per_page: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[Answer[list[InstanceListResponse]], str | None]:
+        """One page of ``GET /instances`` and the cursor of the next page (None at the end)."""
+        query: dict[str, str] = {"per_page": str(per_page)}
+        if status is not None:
+            query["status"] = status
+        if cursor is not None:
+            query["cursor"] = cursor
+        answer, info = await self._call_with_info(
+            "GET", self._instances(workflow), _LIST_ADAPTER, params=query
+        )
+        next_cursor = info.get("cursor") if isinstance(info, dict) else None
+        return answer, (str(next_cursor) if next_cursor else None)
+
+    async def list_instances(
+        self, workflow: str, *, status: str | None = None, per_page: int = 50
+    ) -> AsyncIterator[InstanceListResponse]:
+        """Every instance, following ``result_info.cursor`` (page numbers are best effort)."""
+        cursor: str | None = None
+        while True:
+            answer, cursor = await self.list_page(
+                workflow, status=status, per_page=per_page, cursor=cursor
+            )
+            for item in answer.result:
+                yield item
+            if cursor is None:
+                return
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _instances(self, workflow: str) -> str:
+        return f"{self._prefix}/{_segment(workflow)}/instances"
+
+    def _instance(self, workflow: str, instance_id: str) -> str:
+        return f"{self._instances(workflow)}/{_segment(instance_id)}"
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[T] | TypeAdapter[T],
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Answer[T]:
+        answer, _ = await self._call_with_info(
+            method, path, model, json_body=json_body, params=params
+        )
+        return answer
+
+    async def _call_with_info(
+        self,
+        method: str,
+        path: str,
+        model: type[T] | TypeAdapter[T],
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[Answer[T], Any]:
+        where = f"{method} {path}"
+        content = None if json_body is None and method == "GET" else _dumps(json_body)
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=content,
+                params=params,
+                headers={"Content-Type": "application/json"} if content is not None else None,
+            )
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"{where}: timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransportError(f"{where}: no answer ({type(exc).__name__}: {exc})") from exc
+
+        cf_ray = response.headers.get("cf-ray")
+        ratelimit = parse_ratelimit(response.headers)
+        retry_after = parse_retry_after(response.headers)
+        if self._on_response is not None:
+            self._on_response(response.status_code, ratelimit, retry_after)
+        meta: dict[str, Any] = {
+            "http_status": response.status_code,
+            "cf_ray": cf_ray,
+            "retry_after": retry_after,
+            "ratelimit": ratelimit,
+        }
+
+        envelope = _envelope(response)
+        _raise_for_failure(where, response, envelope, meta)
+        try:
+            if isinstance(model, TypeAdapter):
+                result = model.validate_python(envelope["result"])
+            else:
+                result = TypeAdapter(model).validate_python(envelope["result"])
+        except pydantic.ValidationError as exc:
+            raise ServerError(
+                f"{where}: unexpected result shape: {exc.error_count()} problems, first: "
+                f"{exc.errors(include_url=False)[0]['msg']}",
+                **meta,
+            ) from None
+        answer = Answer(
+            result=result, http_status=response.status_code, cf_ray=cf_ray, ratelimit=ratelimit
+        )
+        return answer, envelope.get("result_info")
+
+
+_BULK_ADAPTER: TypeAdapter[list[InstanceBulkResponse]] = TypeAdapter(list[InstanceBulkResponse])
+_LIST_ADAPTER: TypeAdapter[list[InstanceListResponse]] = TypeAdapter(list[InstanceListResponse])
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _envelope(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _raise_for_failure(
+    where: str, response: httpx.Response, envelope: Any, meta: dict[str, Any]
+) -> None:
+    """Raise the bridge error for an HTTP failure or a failed envelope; return when it's fine."""
+    errors = envelope.get("errors") if isinstance(envelope, dict) else None
+    errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    code = errors[0].get("code") if errors else None
+    code = code if isinstance(code, int) else None
+    detail = "; ".join(str(e.get("message", "")) for e in errors) or response.reason_phrase
+    status = response.status_code
+    if not response.is_success:
+        error_type: type[ApiError]
+        if status in (400, 409) and _is_duplicate(errors):
+            error_type = AlreadyExists
+        elif status in _ERRORS_BY_STATUS:
+            error_type = _ERRORS_BY_STATUS[status]
+        elif status >= 500:
+            error_type = ServerError
+        else:
+            error_type = Rejected
+        raise error_type(f"{where}: HTTP {status}: {detail}", code=code, **meta)
+    if not isinstance(envelope, dict) or "result" not in envelope:
+        raise ServerError(f"{where}: HTTP {status} without a Cloudflare envelope", **meta)
+    if envelope.get("success") is not True:
+        raise ServerError(f"{where}: success=false on HTTP {status}: {detail}", code=code, **meta)
+
+
+def _create_body(
+    instance_id: str | None, params: Any, instance_retention: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if instance_id is not None:
+        body["instance_id"] = instance_id
+    if params is not None:
+        body["params"] = params
+    if instance_retention is not None:
+        body["instance_retention"] = dict(instance_retention)
+    return body
+
+
+def create_body(
+    instance_id: str | None, params: Any = None, instance_retention: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One item of a ``/batch`` body (the same shape as a single create body)."""
+    return _create_body(instance_id, params, instance_retention)

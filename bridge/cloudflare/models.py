@@ -1,0 +1,138 @@
+"""Typed results of the Workflows instances API, shaped like the official SDK's models.
+
+Parsing is tolerant where production drifts (unknown statuses, extra fields) and strict where a
+wrong shape would mislead the bridge (ids and statuses must be present).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Statuses REST reports today; parsing accepts any string, since the set has grown before.
+KNOWN_STATUSES = (
+    "queued",
+    "running",
+    "paused",
+    "errored",
+    "terminated",
+    "complete",
+    "waitingForPause",
+    "waiting",
+    "rollingBack",
+)
+FINAL_STATUSES = frozenset({"complete", "errored", "terminated"})
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class ErrorInfo(_ApiModel):
+    name: str
+    message: str
+
+
+class InstanceCreateResponse(_ApiModel):
+    id: str
+    status: str
+    version_id: str | None = None
+    workflow_id: str | None = None
+    trigger_source: str | None = None
+
+
+class InstanceBulkResponse(InstanceCreateResponse):
+    """One created instance of a ``/batch`` call (existing ids are absent, not errors)."""
+
+
+class InstanceListResponse(_ApiModel):
+    id: str
+    status: str
+    created_on: datetime | None = None
+    modified_on: datetime | None = None
+    started_on: datetime | None = None
+    ended_on: datetime | None = None
+    version_id: str | None = None
+    workflow_id: str | None = None
+    trigger_source: str | None = None
+
+
+class Trigger(_ApiModel):
+    source: str | None = None
+
+
+class Attempt(_ApiModel):
+    start: datetime | None = None
+    end: datetime | None = None
+    success: bool | None = None
+    error: ErrorInfo | None = None
+
+
+class StepRunStep(_ApiModel):
+    type: Literal["step", "rollback"]
+    name: str
+    start: datetime | None = None
+    end: datetime | None = None
+    success: bool | None = None
+    output: Any = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    config: dict[str, Any] | None = None
+
+
+class StepSleep(_ApiModel):
+    type: Literal["sleep"]
+    name: str
+    start: datetime | None = None
+    end: datetime | None = None
+    finished: bool | None = None
+    error: ErrorInfo | None = None
+
+
+class StepTermination(_ApiModel):
+    type: Literal["termination"]
+    trigger: Trigger | None = None
+
+
+class StepWaitForEvent(_ApiModel):
+    type: Literal["waitForEvent"]
+    name: str
+    start: datetime | None = None
+    end: datetime | None = None
+    finished: bool | None = None
+    error: ErrorInfo | None = None
+    event_type: str | None = None
+    output: Any = None
+
+
+Step = Annotated[
+    StepRunStep | StepSleep | StepTermination | StepWaitForEvent, Field(discriminator="type")
+]
+
+
+class InstanceGetResponse(_ApiModel):
+    status: str
+    queued: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    params: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    success: bool | None = None
+    trigger: Trigger | None = None
+    version_id: str | None = Field(default=None, alias="versionId")
+    step_count: int | None = None
+    steps: list[Step] = Field(default_factory=list)
+    rollback: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+
+
+class StatusEditResponse(_ApiModel):
+    status: str
+    timestamp: datetime | None = None
+
+
+class EventCreateResponse(_ApiModel):
+    instance_id: str | None = Field(default=None, alias="instanceId")
+    timestamp: datetime | None = None
