@@ -1,0 +1,87 @@
+"""The bridge end to end: a real broker, the emulator over real HTTP, the real service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.emulator.config import DoStep, WaitForEventStep
+from tests.bridge_harness import OutputReader, Topics, bridge_settings, running_bridge, send_commands
+from tests.kafka_harness import KafkaBroker
+
+NewTopic = Callable[..., Awaitable[str]]
+
+
+async def _topics(new_topic: NewTopic, partitions: int = 3) -> Topics:
+    return Topics(
+        commands=await new_topic("cmd", partitions=partitions),
+        output=await new_topic("out", partitions=partitions),
+        dlq=await new_topic("dlq", partitions=1),
+    )
+
+
+def _waiting() -> WorkflowBehaviour:
+    return WorkflowBehaviour(steps=(DoStep(name="a", duration_ms=10), WaitForEventStep(name="w", event_type="go")))
+
+
+async def test_every_action_end_to_end(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    # One partition: the batch (keyed by nothing) and later commands on its items keep their order.
+    topics = await _topics(new_topic, partitions=1)
+    wf = "orders"
+    commands: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": wf, "instance_id": "a-1", "params": {"n": 1}, "command_id": "c1"},
+        {"action": "create", "workflow": wf, "command_id": "c2"},
+        {"action": "create_batch", "workflow": wf, "command_id": "c3",
+         "instances": [{"instance_id": "b-1"}, {"instance_id": "b-2", "params": {"x": True}}]},
+        {"action": "pause", "workflow": wf, "instance_id": "a-1", "command_id": "c4"},
+        {"action": "resume", "workflow": wf, "instance_id": "a-1", "command_id": "c5"},
+        {"action": "send_event", "workflow": wf, "instance_id": "a-1", "event_type": "go", "payload": {"ok": 1}, "command_id": "c6"},
+        {"action": "terminate", "workflow": wf, "instance_id": "b-1", "command_id": "c7"},
+        {"action": "restart", "workflow": wf, "instance_id": "b-1", "command_id": "c8"},
+        {"action": "create", "workflow": wf, "instance_id": "a-1", "command_id": "c9"},
+        {"action": "pause", "workflow": wf, "instance_id": "missing", "command_id": "c10"},
+        b"\xff not json",
+    ]
+    config = EmulatorConfig(workflows={wf: _waiting()})
+    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=12, dead_letters=2)
+        results = reader.by_command()
+        assert results["c1"][0]["outcome"] == "ok"
+        assert results["c1"][0]["status"] in ("queued", "running")
+        derived = results["c2"][0]["instance_id"]
+        assert derived.startswith("wb-")
+        assert emulator.instance(wf, derived) is not None
+        assert sorted(r["instance_id"] for r in results["c3"]) == ["b-1", "b-2"]
+        for cid in ("c4", "c5", "c6", "c7", "c8"):
+            assert results[cid][0]["outcome"] == "ok", results[cid]
+        assert results["c4"][0]["status"] in ("paused", "waitingForPause")
+        assert results["c7"][0]["status"] == "terminated"
+        assert results["c9"][0]["outcome"] == "already_exists"
+        assert results["c9"][0]["status"] is not None
+        assert results["c10"][0]["outcome"] == "rejected"
+        assert results["c10"][0]["error"]["http_status"] == 404
+        invalid = [r for r in reader.results if r["action"] is None]
+        assert len(invalid) == 1
+        assert invalid[0]["outcome"] == "rejected"
+        assert invalid[0]["error"]["type"] == "ContractError"
+        # dead letters keep the original bytes and say why in headers
+        values = sorted(record.value for record in reader.dead_letters)
+        assert b"\xff not json" in values
+        missing = next(r for r in reader.dead_letters if r.value != b"\xff not json")
+        assert json.loads(missing.value)["command_id"] == "c10"
+        headers = dict(missing.headers)
+        assert headers["workflows_bridge.errors.class_name"] == b"NotFound"
+        assert headers["workflows_bridge.errors.http_status"] == b"404"
+        # every result carries its source
+        assert all(r["source"]["topic"] == topics.commands for r in reader.results)
+        assert emulator.stats.created[wf] == 4
+        event_target = emulator.instance(wf, "a-1")
+        assert event_target is not None
+        assert [e[0] for e in event_target.events] == ["go"]
