@@ -130,7 +130,7 @@ class Bridge:
             self._runner = await stack.enter_async_context(
                 KeyedRunner(self._handle, workers=pipeline.max_concurrency)
             )
-            self._consumer = await self._start_consumer(stack)
+            await self._start_consumer(stack)
             self.ready.set()
             log.info(
                 "bridge running",
@@ -158,6 +158,7 @@ class Bridge:
     async def _start_consumer(self, stack: contextlib.AsyncExitStack) -> AIOKafkaConsumer:
         consumer = kafka_io.make_consumer(self.settings)
         consumer.subscribe(self.settings.topics.commands, listener=_Listener(self))
+        self._consumer = consumer  # the group may assign partitions before start() returns
         try:
             await consumer.start()
         except KafkaError as exc:
