@@ -174,8 +174,9 @@ class Bridge:
         next_commit = time.monotonic() + commit_every
         while not stop.is_set() and self._fatal is None:
             self._backpressure()
+            room = self.settings.pipeline.max_pending - self._tracker.pending()
             try:
-                batches = await consumer.getmany(timeout_ms=100, max_records=500)
+                batches = await consumer.getmany(timeout_ms=100, max_records=min(500, max(room, 1)))
             except KafkaError as exc:
                 raise KafkaUnavailable(f"fetching commands failed: {exc}") from exc
             for tp, messages in batches.items():
