@@ -1,0 +1,85 @@
+"""Configuration: names exactly as documented, one clear message naming the bad variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+REQUIRED = {
+    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": "broker:9092",
+    "BRIDGE_CLOUDFLARE__ACCOUNT_ID": "acct",
+    "BRIDGE_CLOUDFLARE__API_TOKEN": "sekret-token",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(__import__("os").environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_defaults_from_the_issue(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    settings = load_settings()
+    assert settings.kafka.group_id == "workflows-bridge"
+    assert settings.topics.commands == ["workflows.commands"]
+    assert settings.topics.output == "workflows.instances"
+    assert settings.topics.dlq == "workflows.commands.dlq"
+    assert settings.cloudflare.base_url == "https://api.cloudflare.com/client/v4"
+    assert settings.cloudflare.budget_requests <= 1200
+    assert settings.cloudflare.budget_window_seconds == 300
+    assert "sekret-token" not in repr(settings)
+
+
+def test_every_missing_variable_is_named(env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    for name in REQUIRED:
+        assert name in str(caught.value)
+
+
+def test_invalid_values_are_named(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.setenv("BRIDGE_PIPELINE__MAX_CONCURRENCY", "zero")
+    with pytest.raises(ConfigError, match="BRIDGE_PIPELINE__MAX_CONCURRENCY"):
+        load_settings()
+    env.setenv("BRIDGE_PIPELINE__MAX_CONCURRENCY", "4")
+    env.setenv("BRIDGE_TOPICS__COMMANDS", " , ")
+    with pytest.raises(ConfigError, match="BRIDGE_TOPICS__COMMANDS"):
+        load_settings()
+
+
+def test_toml_file_under_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        '[kafka]\nbootstrap_servers = "from-file:9092"\ngroup_id = "file-group"\n'
+        '[topics]\ncommands = ["a", "b"]\n'
+        '[cloudflare]\naccount_id = "file-acct"\napi_token = "file-token"\n'
+    )
+    env.setenv("BRIDGE_KAFKA__GROUP_ID", "env-group")
+    settings = load_settings(path)
+    assert settings.kafka.bootstrap_servers == "from-file:9092"
+    assert settings.kafka.group_id == "env-group"
+    assert settings.topics.commands == ["a", "b"]
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_run_without_config_exits_2_naming_the_variable(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run"]) == 2
+    assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" in capsys.readouterr().err
