@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     cloudflare: CloudflareSettings
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    #: Port of the ``/livez`` and ``/readyz`` endpoint; 0 turns it off.
+    health_port: int = Field(default=8080, ge=0, le=65535)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 

@@ -194,6 +194,7 @@ async def _dev(stop: asyncio.Event, *, emulator_port: int) -> None:
             ),
             pipeline=PipelineSettings(drain_timeout_seconds=5),
             log_format="json",
+            health_port=0,
         )
         console.print(
             f"broker {bootstrap} · emulator {emulator.base_url} · bridge group workflows-bridge-dev"

@@ -35,6 +35,7 @@ from bridge.config import Settings
 from bridge.contract.decode import decode_command
 from bridge.errors import BridgeError, ContractError, KafkaUnavailable
 from bridge.executor import AuthGate, Executor
+from bridge.health import HealthServer
 from bridge.keyed import KeyedRunner
 from bridge.offsets import OffsetTracker
 from bridge.translate import Job, Origin, OutRecord, plan, records_for_invalid, records_for_job
@@ -131,6 +132,10 @@ class Bridge:
                 KeyedRunner(self._handle, workers=pipeline.max_concurrency)
             )
             await self._start_consumer(stack)
+            if self.settings.health_port:
+                await stack.enter_async_context(
+                    HealthServer(self.readiness, port=self.settings.health_port)
+                )
             self.ready.set()
             log.info(
                 "bridge running",
@@ -201,6 +206,20 @@ class Bridge:
         with contextlib.suppress(BridgeError):
             await self._commit()
         log.info("bridge drained", pending=self._tracker.pending())
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this replica can do its work now, and why not."""
+        consumer = self._consumer
+        detail: dict[str, Any] = {
+            "running": self.ready.is_set(),
+            "api_token_ok": self.gate.is_open,
+            "partitions": len(consumer.assignment()) if consumer is not None else 0,
+            "pending": self._tracker.pending(),
+            "budget": self.budget.snapshot(),
+        }
+        if self.gate.last_error is not None:
+            detail["api_error"] = str(self.gate.last_error)
+        return self.ready.is_set() and self.gate.is_open, detail
 
     # -- intake ------------------------------------------------------------------------
 

@@ -13,7 +13,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridge.config import CloudflareSettings, KafkaSettings, PipelineSettings, Settings, TopicSettings
+from bridge.config import (
+    CloudflareSettings,
+    KafkaSettings,
+    PipelineSettings,
+    Settings,
+    TopicSettings,
+)
 from bridge.emulator import Emulator
 from bridge.service import Bridge
 from tests.kafka_harness import Flavour, KafkaBroker
@@ -50,8 +56,10 @@ def bridge_settings(
             base_url=emulator.base_url,
             **cloudflare,
         ),
-        pipeline=pipeline or PipelineSettings(backoff_initial_seconds=0.05, backoff_max_seconds=0.5),
+        pipeline=pipeline
+        or PipelineSettings(backoff_initial_seconds=0.05, backoff_max_seconds=0.5),
         log_format="json",
+        health_port=0,
     )
 
 
@@ -74,7 +82,9 @@ async def running_bridge(settings: Settings) -> AsyncIterator[Bridge]:
         await asyncio.wait_for(task, 60)
 
 
-async def send_commands(bootstrap: str, topic: str, commands: Sequence[dict[str, Any] | bytes]) -> None:
+async def send_commands(
+    bootstrap: str, topic: str, commands: Sequence[dict[str, Any] | bytes]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -85,7 +95,11 @@ async def send_commands(bootstrap: str, topic: str, commands: Sequence[dict[str,
                 continue
             key = command.get("instance_id")
             futures.append(
-                await producer.send(topic, json.dumps(command).encode(), key=key.encode() if isinstance(key, str) else None)
+                await producer.send(
+                    topic,
+                    json.dumps(command).encode(),
+                    key=key.encode() if isinstance(key, str) else None,
+                )
             )
         await asyncio.gather(*futures)
     finally:
@@ -98,7 +112,11 @@ class OutputReader:
     def __init__(self, bootstrap: str, topics: Topics) -> None:
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
-            topics.output, topics.dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+            topics.output,
+            topics.dlq,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
         )
         self.results: list[dict[str, Any]] = []
         self.dead_letters: list[Any] = []

@@ -33,7 +33,9 @@ class BridgeProcess:
             "BRIDGE_KAFKA__GROUP_ID": group,
             "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": "2000",
             "BRIDGE_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "false" if broker.flavour is Flavour.TANSU else "true",
+            "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "false"
+            if broker.flavour is Flavour.TANSU
+            else "true",
             "BRIDGE_TOPICS__COMMANDS": topics.commands,
             "BRIDGE_TOPICS__OUTPUT": topics.output,
             "BRIDGE_TOPICS__DLQ": topics.dlq,
@@ -43,6 +45,7 @@ class BridgeProcess:
             "BRIDGE_PIPELINE__BACKOFF_INITIAL_SECONDS": "0.05",
             "BRIDGE_PIPELINE__COMMIT_INTERVAL_SECONDS": "0.2",
             "BRIDGE_LOG_FORMAT": "json",
+            "BRIDGE_HEALTH_PORT": "0",
             **(extra_env or {}),
         }
         self.process: asyncio.subprocess.Process | None = None
@@ -51,8 +54,15 @@ class BridgeProcess:
         log = self.log_path.open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bridge", "run", env=self.env, stdout=log, stderr=log,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                sys.executable,
+                "-m",
+                "bridge",
+                "run",
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             log.close()

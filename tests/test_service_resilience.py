@@ -14,7 +14,14 @@ import httpx
 from bridge.config import PipelineSettings
 from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.emulator.config import Faults, RequestBudget, WaitForEventStep
-from tests.bridge_harness import OutputReader, Topics, bridge_settings, running_bridge, send_commands
+from bridge.local.tansu import free_port
+from tests.bridge_harness import (
+    OutputReader,
+    Topics,
+    bridge_settings,
+    running_bridge,
+    send_commands,
+)
 from tests.kafka_harness import KafkaBroker
 
 NewTopic = Callable[..., Awaitable[str]]
@@ -47,16 +54,27 @@ async def test_per_instance_order_holds_at_concurrency(
     for _ in range(600):  # interleaved events, each carrying its per-instance sequence number
         target = rnd.choice(instances)
         commands.append(
-            {"action": "send_event", "workflow": "wf", "instance_id": target, "event_type": "tick",
-             "payload": {"seq": seq[target]}}
+            {
+                "action": "send_event",
+                "workflow": "wf",
+                "instance_id": target,
+                "event_type": "tick",
+                "payload": {"seq": seq[target]},
+            }
         )
         seq[target] += 1
     async with (
-        Emulator(EmulatorConfig(workflows={"wf": _listening()}, latency={"jitter_ms": 15})) as emulator,
+        Emulator(
+            EmulatorConfig(workflows={"wf": _listening()}, latency={"jitter_ms": 15})
+        ) as emulator,
         OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
     ):
         settings = bridge_settings(
-            kafka_broker, emulator, topics, group=unique_name("g"), pipeline=PipelineSettings(max_concurrency=32)
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            pipeline=PipelineSettings(max_concurrency=32),
         )
         async with running_bridge(settings):
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
@@ -77,7 +95,9 @@ async def test_transient_faults_are_ridden_out_without_duplicates(
     commands: list[dict[str, Any] | bytes] = [
         {"action": "create", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(60)
     ]
-    commands += [{"action": "terminate", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(0, 60, 3)]
+    commands += [
+        {"action": "terminate", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(0, 60, 3)
+    ]
     faults = Faults(
         error_ratio=0.15,
         soft_error_ratio=0.05,
@@ -86,7 +106,10 @@ async def test_transient_faults_are_ridden_out_without_duplicates(
         apply_then_drop_ratio=0.1,
     )
     config = EmulatorConfig(workflows={"wf": _listening()}, faults=faults, seed=5)
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
         async with running_bridge(settings):
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
@@ -105,16 +128,27 @@ async def test_refused_token_parks_instead_of_dead_lettering(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
     topics = await _topics(new_topic, partitions=1)
-    async with Emulator(EmulatorConfig()) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         emulator.config.revoked = True
         settings = bridge_settings(
-            kafka_broker, emulator, topics, group=unique_name("g"),
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
             pipeline=PipelineSettings(auth_probe_seconds=0.3, backoff_initial_seconds=0.05),
-        )
-        async with running_bridge(settings) as bridge:
+        ).model_copy(update={"health_port": free_port()})
+        readyz = f"http://127.0.0.1:{settings.health_port}/readyz"
+        async with running_bridge(settings) as bridge, httpx.AsyncClient() as http:
             await send_commands(
-                kafka_broker.bootstrap_servers, topics.commands,
-                [{"action": "create", "workflow": "wf", "instance_id": f"a-{n}"} for n in range(10)],
+                kafka_broker.bootstrap_servers,
+                topics.commands,
+                [
+                    {"action": "create", "workflow": "wf", "instance_id": f"a-{n}"}
+                    for n in range(10)
+                ],
             )
             async with asyncio.timeout(30):
                 while bridge.gate.is_open:
@@ -123,10 +157,17 @@ async def test_refused_token_parks_instead_of_dead_lettering(
             async with asyncio.timeout(30):
                 while emulator.stats.requests["list"] < probes_before + 2:
                     await asyncio.sleep(0.05)
-            assert not reader.results and not reader.dead_letters
+            assert not reader.results
+            assert not reader.dead_letters
             assert emulator.stats.responses[403] < 20  # parked: probes, not a flood of retries
+            parked = await http.get(readyz)
+            assert parked.status_code == 503
+            assert parked.json()["api_token_ok"] is False
             emulator.config.revoked = False
             await reader.until(results=10, within=30)
+            recovered = await http.get(readyz)
+            assert recovered.status_code == 200
+            assert (await http.get(readyz.replace("readyz", "livez"))).status_code == 200
         assert {r["outcome"] for r in reader.results} == {"ok"}
         assert not reader.dead_letters
         assert emulator.stats.created["wf"] == 10
@@ -136,14 +177,21 @@ async def test_creates_are_coalesced_into_batches(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
     topics = await _topics(new_topic, partitions=1)
-    async with Emulator(EmulatorConfig()) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         settings = bridge_settings(
-            kafka_broker, emulator, topics, group=unique_name("g"),
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
             pipeline=PipelineSettings(max_concurrency=256, batch_linger_ms=200),
         )
         # Produce first, so the bridge finds the whole backlog at once.
         await send_commands(
-            kafka_broker.bootstrap_servers, topics.commands,
+            kafka_broker.bootstrap_servers,
+            topics.commands,
             [{"action": "create", "workflow": "wf", "instance_id": f"c-{n}"} for n in range(250)],
         )
         async with running_bridge(settings):
@@ -160,19 +208,36 @@ async def test_a_429_block_is_waited_out_without_failing_commands(
     topics = await _topics(new_topic, partitions=2)
     budget = RequestBudget(requests=15, window_seconds=2.0, block_seconds=2.0)
     config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         # The bridge believes it may send far more than the emulator allows: it will hit the limit.
         settings = bridge_settings(
-            kafka_broker, emulator, topics, group=unique_name("g"),
-            budget_requests=1000, budget_window_seconds=2.0,
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            budget_requests=1000,
+            budget_window_seconds=2.0,
         )
-        commands: list[dict[str, Any] | bytes] = [{"action": "create", "workflow": "wf", "instance_id": "target"}]
+        commands: list[dict[str, Any] | bytes] = [
+            {"action": "create", "workflow": "wf", "instance_id": "target"}
+        ]
         commands += [
-            {"action": "send_event", "workflow": "wf", "instance_id": "target", "event_type": "e", "payload": {"n": n}}
+            {
+                "action": "send_event",
+                "workflow": "wf",
+                "instance_id": "target",
+                "event_type": "e",
+                "payload": {"n": n},
+            }
             for n in range(40)
         ]
         # Another tool on the same token spends the whole budget: the API now blocks everyone.
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {emulator.config.token}"}) as other:
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {emulator.config.token}"}
+        ) as other:
             url = f"{emulator.base_url}/accounts/acct/workflows/wf/instances"
             while (await other.get(url)).status_code != 429:
                 pass
@@ -195,17 +260,32 @@ async def test_two_replicas_share_one_budget(
     budget = RequestBudget(requests=40, window_seconds=2.0, block_seconds=2.0)
     config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
     group = unique_name("g")
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         for n in range(8):
             emulator.add_instance("wf", f"s-{n}")
         # Each replica is told the token's whole budget; together they must stay inside it.
-        settings = bridge_settings(kafka_broker, emulator, topics, group=group, budget_requests=40, budget_window_seconds=2.0)
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            budget_requests=40,
+            budget_window_seconds=2.0,
+        )
         async with running_bridge(settings) as first, running_bridge(settings) as second:
             async with asyncio.timeout(30):
                 while first.budget.share > 0.5 or second.budget.share > 0.5:
                     await asyncio.sleep(0.05)
             commands: list[dict[str, Any] | bytes] = [
-                {"action": "send_event", "workflow": "wf", "instance_id": f"s-{n % 8}", "event_type": "e"}
+                {
+                    "action": "send_event",
+                    "workflow": "wf",
+                    "instance_id": f"s-{n % 8}",
+                    "event_type": "e",
+                }
                 for n in range(120)
             ]
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
