@@ -55,7 +55,9 @@ def test_share_scales_capacity() -> None:
 
 
 async def test_429_blocks_every_request_until_retry_after() -> None:
-    budget = RequestBudget(requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300)
+    budget = RequestBudget(
+        requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300
+    )
     budget.observe(429, None, 0.3)
     assert budget.blocked_for > 0.2
     loop = asyncio.get_running_loop()
@@ -67,7 +69,9 @@ async def test_429_blocks_every_request_until_retry_after() -> None:
 
 
 async def test_ratelimit_header_paces_to_reset() -> None:
-    budget = RequestBudget(requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300)
+    budget = RequestBudget(
+        requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300
+    )
     budget.observe(200, RateLimitInfo(remaining=2, reset_seconds=0.3), None)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -79,7 +83,9 @@ async def test_ratelimit_header_paces_to_reset() -> None:
 
 
 async def test_creations_are_limited_per_workflow() -> None:
-    budget = RequestBudget(requests=1000, window_seconds=10, creations_per_workflow=10, creations_per_account=300)
+    budget = RequestBudget(
+        requests=1000, window_seconds=10, creations_per_workflow=10, creations_per_account=300
+    )
     assert budget.max_batch("w") == 10
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -91,7 +97,9 @@ async def test_creations_are_limited_per_workflow() -> None:
 
 
 def test_snapshot_reports_state() -> None:
-    budget = RequestBudget(requests=1200, window_seconds=300, creations_per_workflow=100, creations_per_account=300)
+    budget = RequestBudget(
+        requests=1200, window_seconds=300, creations_per_workflow=100, creations_per_account=300
+    )
     budget.set_share(0.5)
     snap = budget.snapshot()
     assert snap["capacity"] == 600

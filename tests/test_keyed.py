@@ -22,7 +22,7 @@ async def test_same_key_in_order_other_keys_concurrently() -> None:
         seen.setdefault(item[0], []).append(item[1])
         running -= 1
 
-    async with KeyedRunner(handle, workers=8) as runner:
+    async with KeyedRunner[str, tuple[str, int]](handle, workers=8) as runner:
         for n in range(400):
             key = f"k{rnd.randrange(20)}"
             runner.submit(key, (key, n))
@@ -42,7 +42,7 @@ async def test_drop_removes_only_unstarted_items() -> None:
         started.append(item)
         await gate.wait()
 
-    async with KeyedRunner(handle, workers=1) as runner:
+    async with KeyedRunner[str, int](handle, workers=1) as runner:
         for n in range(5):
             runner.submit("k", n)
         runner.submit("other", 99)
@@ -64,7 +64,7 @@ async def test_a_crashing_handler_does_not_stop_the_key() -> None:
             raise RuntimeError("boom")
         done.append(item)
 
-    async with KeyedRunner(handle, workers=2) as runner:
+    async with KeyedRunner[str, int](handle, workers=2) as runner:
         for n in range(3):
             runner.submit("k", n)
         while runner.queued:

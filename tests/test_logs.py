@@ -22,7 +22,9 @@ def test_token_redacted_everywhere() -> None:
 def _log_and_check(stream: io.StringIO) -> None:
     register_secret("tok-123456")
     log = structlog.get_logger("t")
-    log.info("calling", url="http://x", header="Authorization: Bearer abc.def", api_token="tok-123456")
+    log.info(
+        "calling", url="http://x", header="Authorization: Bearer abc.def", api_token="tok-123456"
+    )
     log.info("oops tok-123456 leaked into the message", detail="also tok-123456 here")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     text = stream.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -70,9 +71,5 @@ def test_tracker_per_partition_and_forget() -> None:
 def test_out_of_order_add_is_a_bug() -> None:
     tracker = PartitionOffsets()
     tracker.add(5)
-    try:
+    with pytest.raises(ValueError, match="after 5"):
         tracker.add(5)
-    except ValueError as exc:
-        assert "after 5" in str(exc)
-    else:
-        raise AssertionError("adding an old offset must fail")

@@ -38,12 +38,17 @@ def _creates(count: int, prefix: str) -> list[dict[str, Any] | bytes]:
         if n % 2:
             commands.append({"action": "create", "workflow": "wf", "instance_id": f"{prefix}-{n}"})
         else:
-            commands.append({"action": "create", "workflow": "wf", "command_id": f"{prefix}-cmd-{n}"})
+            commands.append(
+                {"action": "create", "workflow": "wf", "command_id": f"{prefix}-cmd-{n}"}
+            )
     return commands
 
 
 def _answered(reader: OutputReader) -> Counter[tuple[str, int, int]]:
-    return Counter((r["source"]["topic"], r["source"]["partition"], r["source"]["offset"]) for r in reader.results)
+    return Counter(
+        (r["source"]["topic"], r["source"]["partition"], r["source"]["offset"])
+        for r in reader.results
+    )
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
@@ -53,15 +58,22 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
     commands = _creates(400, "k")
     config = EmulatorConfig(latency=Latency(fixed_ms=5, jitter_ms=10))
     group = unique_name("g")
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
-        async with BridgeProcess(kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log") as first:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        async with BridgeProcess(
+            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log"
+        ) as first:
             await first.wait_running()
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
             await reader.until(results=60, within=60)
             await first.kill()
         killed_at = len(reader.results)
         assert killed_at < 400, "the kill came too late to interrupt anything"
-        async with BridgeProcess(kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log") as second:
+        async with BridgeProcess(
+            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log"
+        ) as second:
             await second.wait_running()
             async with asyncio.timeout(120):
                 while len(_answered(reader)) < 400:
@@ -76,7 +88,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         result = {}
@@ -95,9 +109,16 @@ async def test_sigterm_drains_in_flight_work_and_commits(
     commands = _creates(300, "t")
     config = EmulatorConfig(latency=Latency(fixed_ms=20, jitter_ms=20))
     group = unique_name("g")
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         async with BridgeProcess(
-            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log",
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            log_path=tmp_path / "a.log",
             extra_env={
                 "BRIDGE_PIPELINE__MAX_CONCURRENCY": "8",
                 "BRIDGE_PIPELINE__MAX_PENDING": "20",
@@ -117,7 +138,9 @@ async def test_sigterm_drains_in_flight_work_and_commits(
             for below in range(offset):  # everything before the commit point was answered once
                 assert answered[(topics.commands, partition, below)] == 1
         # a second run answers the rest, and nothing before the commit point again
-        async with BridgeProcess(kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log") as again:
+        async with BridgeProcess(
+            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log"
+        ) as again:
             await again.wait_running()
             await reader.until(results=300, within=90)
             assert await again.terminate() == 0
@@ -133,17 +156,26 @@ async def test_two_processes_through_a_rebalance(
     topics = await _topics(new_topic)
     config = EmulatorConfig(latency=Latency(fixed_ms=10, jitter_ms=10))
     group = unique_name("g")
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
-        async with BridgeProcess(kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log") as first:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        async with BridgeProcess(
+            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log"
+        ) as first:
             await first.wait_running()
-            await send_commands(kafka_broker.bootstrap_servers, topics.commands, _creates(300, "r1"))
+            await send_commands(
+                kafka_broker.bootstrap_servers, topics.commands, _creates(300, "r1")
+            )
             async with BridgeProcess(
                 kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log"
             ) as second:
                 await second.wait_running()
                 await reader.until(results=300, within=90)
                 assert await first.terminate() == 0  # hand everything to the second
-                await send_commands(kafka_broker.bootstrap_servers, topics.commands, _creates(200, "r2"))
+                await send_commands(
+                    kafka_broker.bootstrap_servers, topics.commands, _creates(200, "r2")
+                )
                 async with asyncio.timeout(90):
                     while len(_answered(reader)) < 500:
                         await reader.until(results=len(reader.results) + 1, within=60)

@@ -8,7 +8,13 @@ from typing import Any
 
 from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.emulator.config import DoStep, WaitForEventStep
-from tests.bridge_harness import OutputReader, Topics, bridge_settings, running_bridge, send_commands
+from tests.bridge_harness import (
+    OutputReader,
+    Topics,
+    bridge_settings,
+    running_bridge,
+    send_commands,
+)
 from tests.kafka_harness import KafkaBroker
 
 NewTopic = Callable[..., Awaitable[str]]
@@ -23,7 +29,9 @@ async def _topics(new_topic: NewTopic, partitions: int = 3) -> Topics:
 
 
 def _waiting() -> WorkflowBehaviour:
-    return WorkflowBehaviour(steps=(DoStep(name="a", duration_ms=10), WaitForEventStep(name="w", event_type="go")))
+    return WorkflowBehaviour(
+        steps=(DoStep(name="a", duration_ms=10), WaitForEventStep(name="w", event_type="go"))
+    )
 
 
 async def test_every_action_end_to_end(
@@ -33,13 +41,30 @@ async def test_every_action_end_to_end(
     topics = await _topics(new_topic, partitions=1)
     wf = "orders"
     commands: list[dict[str, Any] | bytes] = [
-        {"action": "create", "workflow": wf, "instance_id": "a-1", "params": {"n": 1}, "command_id": "c1"},
+        {
+            "action": "create",
+            "workflow": wf,
+            "instance_id": "a-1",
+            "params": {"n": 1},
+            "command_id": "c1",
+        },
         {"action": "create", "workflow": wf, "command_id": "c2"},
-        {"action": "create_batch", "workflow": wf, "command_id": "c3",
-         "instances": [{"instance_id": "b-1"}, {"instance_id": "b-2", "params": {"x": True}}]},
+        {
+            "action": "create_batch",
+            "workflow": wf,
+            "command_id": "c3",
+            "instances": [{"instance_id": "b-1"}, {"instance_id": "b-2", "params": {"x": True}}],
+        },
         {"action": "pause", "workflow": wf, "instance_id": "a-1", "command_id": "c4"},
         {"action": "resume", "workflow": wf, "instance_id": "a-1", "command_id": "c5"},
-        {"action": "send_event", "workflow": wf, "instance_id": "a-1", "event_type": "go", "payload": {"ok": 1}, "command_id": "c6"},
+        {
+            "action": "send_event",
+            "workflow": wf,
+            "instance_id": "a-1",
+            "event_type": "go",
+            "payload": {"ok": 1},
+            "command_id": "c6",
+        },
         {"action": "terminate", "workflow": wf, "instance_id": "b-1", "command_id": "c7"},
         {"action": "restart", "workflow": wf, "instance_id": "b-1", "command_id": "c8"},
         {"action": "create", "workflow": wf, "instance_id": "a-1", "command_id": "c9"},
@@ -47,7 +72,10 @@ async def test_every_action_end_to_end(
         b"\xff not json",
     ]
     config = EmulatorConfig(workflows={wf: _waiting()})
-    async with Emulator(config) as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as reader:
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
         settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
         async with running_bridge(settings):
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)

@@ -44,8 +44,17 @@ def test_create_without_id_uses_the_default_command_id() -> None:
 
 
 def test_batch_plans_one_job_per_item() -> None:
-    jobs = _plan({"action": "create_batch", "workflow": "w", "command_id": "b",
-                  "instances": [{"instance_id": "x"}, {"instance_retention": {"success_retention": "1 day"}}]})
+    jobs = _plan(
+        {
+            "action": "create_batch",
+            "workflow": "w",
+            "command_id": "b",
+            "instances": [
+                {"instance_id": "x"},
+                {"instance_retention": {"success_retention": "1 day"}},
+            ],
+        }
+    )
     assert [j.item for j in jobs] == [0, 1]
     assert jobs[0].instance_id == "x"
     assert jobs[1].instance_id == derived_instance_id("b", 1)
@@ -53,32 +62,53 @@ def test_batch_plans_one_job_per_item() -> None:
 
 
 def test_status_and_event_jobs() -> None:
-    [terminate] = _plan({"action": "terminate", "workflow": "w", "instance_id": "i", "rollback": True})
+    [terminate] = _plan(
+        {"action": "terminate", "workflow": "w", "instance_id": "i", "rollback": True}
+    )
     assert terminate.op == StatusOp("terminate", rollback=True)
-    [restart] = _plan({"action": "restart", "workflow": "w", "instance_id": "i", "from": {"name": "s"}})
+    [restart] = _plan(
+        {"action": "restart", "workflow": "w", "instance_id": "i", "from": {"name": "s"}}
+    )
     assert restart.op == StatusOp("restart", from_={"name": "s"})
     [pause] = _plan({"action": "pause", "workflow": "w", "instance_id": "i"})
     assert pause.op == StatusOp("pause")
-    [event] = _plan({"action": "send_event", "workflow": "w", "instance_id": "i", "event_type": "e"})
+    [event] = _plan(
+        {"action": "send_event", "workflow": "w", "instance_id": "i", "event_type": "e"}
+    )
     assert event.op == EventOp("e", {})
     assert event.key == ("w", "i")
 
 
 def test_ok_result_has_no_dead_letter_and_keeps_headers() -> None:
     [job] = _plan({"action": "pause", "workflow": "w", "instance_id": "i", "command_id": "c"})
-    [record] = records_for_job(job, JobOutcome(Outcome.OK, "paused", attempts=1, http_status=200, cf_ray="r"), ORIGIN)
+    [record] = records_for_job(
+        job, JobOutcome(Outcome.OK, "paused", attempts=1, http_status=200, cf_ray="r"), ORIGIN
+    )
     assert record.key == b"i"
     assert record.headers == ORIGIN.headers
     result = OUTPUT_ADAPTER.validate_json(record.value or b"")
     assert isinstance(result, ResultRecord)
-    assert (result.outcome, result.status, result.attempts, result.cf_ray) == (Outcome.OK, "paused", 1, "r")
+    assert (result.outcome, result.status, result.attempts, result.cf_ray) == (
+        Outcome.OK,
+        "paused",
+        1,
+        "r",
+    )
     assert (result.source.topic, result.source.partition, result.source.offset) == ("cmds", 2, 41)
 
 
 def test_rejected_and_failed_results_are_dead_lettered() -> None:
-    jobs = _plan({"action": "create_batch", "workflow": "w", "instances": [{"instance_id": "a"}, {"instance_id": "b"}]})
+    jobs = _plan(
+        {
+            "action": "create_batch",
+            "workflow": "w",
+            "instances": [{"instance_id": "a"}, {"instance_id": "b"}],
+        }
+    )
     error = NotFound("GET …: HTTP 404: not found", http_status=404, code=10400, cf_ray="ray")
-    result, dead = records_for_job(jobs[1], JobOutcome(Outcome.REJECTED, None, error, 1, 404, "ray"), ORIGIN)
+    _result, dead = records_for_job(
+        jobs[1], JobOutcome(Outcome.REJECTED, None, error, 1, 404, "ray"), ORIGIN
+    )
     assert dead.dead_letter
     assert (dead.key, dead.value) == (ORIGIN.key, ORIGIN.value)
     headers = dict(dead.headers)
@@ -87,13 +117,17 @@ def test_rejected_and_failed_results_are_dead_lettered() -> None:
     assert headers["workflows_bridge.errors.field"] == b"instances[1]"
     assert headers["workflows_bridge.errors.code"] == b"10400"
     assert headers["workflows_bridge.errors.offset"] == b"41"
-    failed = records_for_job(jobs[0], JobOutcome(Outcome.FAILED, None, TransportError("timed out"), 7), ORIGIN)
+    failed = records_for_job(
+        jobs[0], JobOutcome(Outcome.FAILED, None, TransportError("timed out"), 7), ORIGIN
+    )
     assert len(failed) == 2
     assert json.loads(failed[0].value or b"")["error"]["type"] == "TransportError"
 
 
 def test_invalid_record_gets_result_and_dead_letter() -> None:
-    origin = Origin("cmds", 0, 5, b"key", b'{"action":"pause","workflow":"w","instance_id":"bad id"}')
+    origin = Origin(
+        "cmds", 0, 5, b"key", b'{"action":"pause","workflow":"w","instance_id":"bad id"}'
+    )
     try:
         decode_command(origin.value)
     except ContractError as exc:

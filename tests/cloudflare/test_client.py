@@ -27,7 +27,9 @@ from bridge.errors import (
 
 
 def _waiting() -> WorkflowBehaviour:
-    return WorkflowBehaviour(steps=(DoStep(name="a", duration_ms=5), WaitForEventStep(name="w", event_type="go")))
+    return WorkflowBehaviour(
+        steps=(DoStep(name="a", duration_ms=5), WaitForEventStep(name="w", event_type="go"))
+    )
 
 
 @pytest_asyncio.fixture
@@ -38,7 +40,9 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest_asyncio.fixture
 async def client(emulator: Emulator) -> AsyncIterator[WorkflowsClient]:
-    async with WorkflowsClient(account_id="acct", api_token=emulator.config.token, base_url=emulator.base_url) as c:
+    async with WorkflowsClient(
+        account_id="acct", api_token=emulator.config.token, base_url=emulator.base_url
+    ) as c:
         yield c
 
 
@@ -101,7 +105,9 @@ async def test_error_classes(client: WorkflowsClient, emulator: Emulator) -> Non
 
 async def test_wrong_token_is_an_auth_error_and_never_echoes_the_token(emulator: Emulator) -> None:
     secret = "not-the-token-0123456789"
-    async with WorkflowsClient(account_id="acct", api_token=secret, base_url=emulator.base_url) as c:
+    async with WorkflowsClient(
+        account_id="acct", api_token=secret, base_url=emulator.base_url
+    ) as c:
         with pytest.raises(AuthError) as caught:
             await c.get("wf", "x")
     assert caught.value.http_status == 401
@@ -128,7 +134,10 @@ async def test_faults_map_to_retriable_errors(emulator: Emulator, client: Workfl
 async def test_timeouts_are_transport_errors(emulator: Emulator) -> None:
     emulator.config.faults = Faults(timeout_ratio=1.0, timeout_seconds=2.0)
     async with WorkflowsClient(
-        account_id="acct", api_token=emulator.config.token, base_url=emulator.base_url, timeout=httpx.Timeout(0.3)
+        account_id="acct",
+        api_token=emulator.config.token,
+        base_url=emulator.base_url,
+        timeout=httpx.Timeout(0.3),
     ) as c:
         with pytest.raises(TransportError, match="timed out"):
             await c.get("wf", "x")
@@ -157,7 +166,9 @@ async def test_rate_limit_headers_and_429(emulator: Emulator) -> None:
     assert [status for status, *_ in seen] == [200, 200, 200, 429]
 
 
-async def test_path_segments_are_percent_encoded(emulator: Emulator, client: WorkflowsClient) -> None:
+async def test_path_segments_are_percent_encoded(
+    emulator: Emulator, client: WorkflowsClient
+) -> None:
     cron_id = "*/30 * * * *-2026-11-29"
     emulator.add_instance("wf", cron_id)
     got = await client.get("wf", cron_id)
@@ -169,11 +180,16 @@ async def test_unexpected_bodies_are_server_errors() -> None:
         if request.url.path.endswith("/html"):
             return httpx.Response(502, text="<html>bad gateway</html>")
         if request.url.path.endswith("/shape"):
-            return httpx.Response(200, json={"success": True, "errors": [], "messages": [], "result": {"no": 1}})
+            return httpx.Response(
+                200, json={"success": True, "errors": [], "messages": [], "result": {"no": 1}}
+            )
         return httpx.Response(200, content=b"not json")
 
     async with WorkflowsClient(
-        account_id="acct", api_token="t", base_url="http://api.test", transport=httpx.MockTransport(answer)
+        account_id="acct",
+        api_token="t",
+        base_url="http://api.test",
+        transport=httpx.MockTransport(answer),
     ) as c:
         with pytest.raises(ServerError, match="HTTP 502"):
             await c.get("wf", "html")
@@ -189,14 +205,25 @@ async def test_requests_carry_bearer_and_json(emulator: Emulator) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         captured.append(request)
         return httpx.Response(
-            200, json={"success": True, "errors": [], "messages": [], "result": {"instanceId": "i", "timestamp": None}}
+            200,
+            json={
+                "success": True,
+                "errors": [],
+                "messages": [],
+                "result": {"instanceId": "i", "timestamp": None},
+            },
         )
 
     async with WorkflowsClient(
-        account_id="a/b", api_token="tok", base_url="http://api.test/client/v4", transport=httpx.MockTransport(answer)
+        account_id="a/b",
+        api_token="tok",
+        base_url="http://api.test/client/v4",
+        transport=httpx.MockTransport(answer),
     ) as c:
         await c.send_event("wf", "i d", "go", [1, 2])
     request = captured[0]
     assert request.headers["authorization"] == "Bearer tok"
-    assert request.url.raw_path == b"/client/v4/accounts/a%2Fb/workflows/wf/instances/i%20d/events/go"
+    assert (
+        request.url.raw_path == b"/client/v4/accounts/a%2Fb/workflows/wf/instances/i%20d/events/go"
+    )
     assert json.loads(request.content) == [1, 2]

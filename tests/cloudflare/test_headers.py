@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 from bridge.cloudflare.headers import parse_ratelimit, parse_retry_after
 
 
 def test_ratelimit_documented_example() -> None:
-    info = parse_ratelimit({"ratelimit": '"default";r=50;t=30', "ratelimit-policy": '"burst";q=100;w=60'})
+    info = parse_ratelimit(
+        {"ratelimit": '"default";r=50;t=30', "ratelimit-policy": '"burst";q=100;w=60'}
+    )
     assert info is not None
-    assert (info.remaining, info.reset_seconds, info.quota, info.window_seconds) == (50, 30.0, 100, 60.0)
+    assert (info.remaining, info.reset_seconds, info.quota, info.window_seconds) == (
+        50,
+        30.0,
+        100,
+        60.0,
+    )
 
 
 def test_ratelimit_takes_the_tightest_policy() -> None:
     info = parse_ratelimit(
-        {"ratelimit": '"a";r=900;t=200, "b";r=3;t=1', "ratelimit-policy": '"a";q=1200;w=300, "b";q=10;w=1'}
+        {
+            "ratelimit": '"a";r=900;t=200, "b";r=3;t=1',
+            "ratelimit-policy": '"a";q=1200;w=300, "b";q=10;w=1',
+        }
     )
     assert info is not None
     assert (info.remaining, info.reset_seconds) == (3, 1.0)

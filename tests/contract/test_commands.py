@@ -83,15 +83,35 @@ BAD = [
     ({"action": "pause", "workflow": "w"}, "instance_id", "Field required"),
     ({"action": "pause", "workflow": "w", "instance_id": "-lead"}, "instance_id", "pattern"),
     ({"action": "pause", "workflow": "w", "instance_id": "x" * 101}, "instance_id", "at most 100"),
-    ({"action": "pause", "workflow": "w", "instance_id": "cf_" + "a" * 64}, "instance_id", "reserved"),
+    (
+        {"action": "pause", "workflow": "w", "instance_id": "cf_" + "a" * 64},
+        "instance_id",
+        "reserved",
+    ),
     ({"action": "pause", "workflow": "w", "instance_id": "batch"}, "instance_id", "reserved"),
     ({"action": "pause", "workflow": "w", "instance_id": 12}, "instance_id", "valid string"),
-    ({"action": "pause", "workflow": "w", "instance_id": "i", "extra": 1}, "extra", "not permitted"),
-    ({"action": "terminate", "workflow": "w", "instance_id": "i", "rollback": "yes"}, "rollback", "bool"),
-    ({"action": "create_batch", "workflow": "w", "instances": []}, "instances", "at least 1"),
-    ({"action": "create_batch", "workflow": "w", "instances": [{}] * 101}, "instances", "at most 100"),
     (
-        {"action": "create_batch", "workflow": "w", "instances": [{"instance_id": "a"}, {"instance_id": "a"}]},
+        {"action": "pause", "workflow": "w", "instance_id": "i", "extra": 1},
+        "extra",
+        "not permitted",
+    ),
+    (
+        {"action": "terminate", "workflow": "w", "instance_id": "i", "rollback": "yes"},
+        "rollback",
+        "bool",
+    ),
+    ({"action": "create_batch", "workflow": "w", "instances": []}, "instances", "at least 1"),
+    (
+        {"action": "create_batch", "workflow": "w", "instances": [{}] * 101},
+        "instances",
+        "at most 100",
+    ),
+    (
+        {
+            "action": "create_batch",
+            "workflow": "w",
+            "instances": [{"instance_id": "a"}, {"instance_id": "a"}],
+        },
         "instances",
         "repeats",
     ),
@@ -101,23 +121,43 @@ BAD = [
         "pattern",
     ),
     (
-        {"action": "send_event", "workflow": "w", "instance_id": "i", "event_type": "e", "payload": "x" * (1 << 20)},
+        {
+            "action": "send_event",
+            "workflow": "w",
+            "instance_id": "i",
+            "event_type": "e",
+            "payload": "x" * (1 << 20),
+        },
         "payload",
         "1048576",
     ),
-    ({"action": "create", "workflow": "w", "params": {"big": "y" * (1 << 20)}}, "params", "1048576"),
     (
-        {"action": "create", "workflow": "w", "instance_retention": {"success_retention": "forever"}},
+        {"action": "create", "workflow": "w", "params": {"big": "y" * (1 << 20)}},
+        "params",
+        "1048576",
+    ),
+    (
+        {
+            "action": "create",
+            "workflow": "w",
+            "instance_retention": {"success_retention": "forever"},
+        },
         "instance_retention",
         "does not match",
     ),
     ({"action": "create", "workflow": "w", "command_id": "c" * 201}, "command_id", "200"),
-    ({"action": "restart", "workflow": "w", "instance_id": "i", "from": {"count": 1}}, "from.name", "required"),
+    (
+        {"action": "restart", "workflow": "w", "instance_id": "i", "from": {"count": 1}},
+        "from.name",
+        "required",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("value", "field", "words"), BAD)
-def test_bad_commands_name_field_and_rule(value: bytes | dict[str, Any], field: str | None, words: str) -> None:
+def test_bad_commands_name_field_and_rule(
+    value: bytes | dict[str, Any], field: str | None, words: str
+) -> None:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
     with pytest.raises(ContractError) as caught:
         decode_command(raw)
@@ -137,7 +177,9 @@ def test_tombstone_is_rejected() -> None:
 
 
 def test_salvage_reads_what_it_can() -> None:
-    raw = json.dumps({"action": "pause", "workflow": "w", "instance_id": "bad id", "command_id": 5}).encode()
+    raw = json.dumps(
+        {"action": "pause", "workflow": "w", "instance_id": "bad id", "command_id": 5}
+    ).encode()
     assert salvage(raw) == {"action": "pause", "workflow": "w", "instance_id": "bad id"}
     assert salvage(b"\xff") == {}
     assert salvage(b"[]") == {}
