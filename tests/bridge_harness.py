@@ -109,7 +109,9 @@ async def send_commands(
 class OutputReader:
     """Reads every record of the output and dead-letter topics from the beginning."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Topics, *, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
             topics.output,
@@ -117,6 +119,7 @@ class OutputReader:
             bootstrap_servers=bootstrap,
             group_id=None,
             auto_offset_reset="earliest",
+            isolation_level=isolation_level,
         )
         self.results: list[dict[str, Any]] = []
         self.dead_letters: list[Any] = []
