@@ -8,6 +8,7 @@ task, so a large backlog stays cheap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
@@ -91,10 +92,13 @@ class KeyedRunner(Generic[K, T]):
                     try:
                         await self._handler(item)
                     except Exception:  # the handler answers its own errors; this is a bug
-                        log.exception("handler crashed", key=str(key))
-                    current = self._queues.get(key)
-                    if current and current[0] is item:
-                        current.popleft()
+                        # Not even a broken log sink may cost the pool a worker.
+                        with contextlib.suppress(Exception):
+                            log.exception("handler crashed", key=str(key))
+                    finally:
+                        current = self._queues.get(key)
+                        if current and current[0] is item:
+                            current.popleft()
             finally:
                 self._active.discard(key)
                 if key in self._queues and not self._queues[key]:

@@ -42,6 +42,9 @@ from bridge.translate import Job, Origin, OutRecord, plan, records_for_invalid, 
 
 log = structlog.get_logger(__name__)
 
+#: Seconds between log lines with the budget's state (remaining, waiting, time blocked).
+_REPORT_EVERY = 30.0
+
 
 @dataclass(slots=True, eq=False)
 class _Command:
@@ -177,6 +180,7 @@ class Bridge:
         consumer = self._consumer
         commit_every = self.settings.pipeline.commit_interval_seconds
         next_commit = time.monotonic() + commit_every
+        next_report = time.monotonic() + _REPORT_EVERY
         while not stop.is_set() and self._fatal is None:
             self._backpressure()
             room = self.settings.pipeline.max_pending - self._tracker.pending()
@@ -190,6 +194,9 @@ class Bridge:
             if time.monotonic() >= next_commit:
                 await self._commit()
                 next_commit = time.monotonic() + commit_every
+            if time.monotonic() >= next_report:
+                log.info("budget", pending=self._tracker.pending(), **self.budget.snapshot())
+                next_report = time.monotonic() + _REPORT_EVERY
 
     async def _drain(self) -> None:
         """Stop taking work, let in-flight commands finish within the grace period, commit."""

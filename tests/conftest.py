@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mappi
 
 import pytest
 import pytest_asyncio
+import structlog
 
 from bridge.local import EmbeddedTansu, ensure_topics
 from bridge.local.topics import TopicState
@@ -134,3 +135,13 @@ def new_topic(
         return name
 
     return create
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Generator[None, None, None]:
+    """A test that configures logging (``main(["run"])`` does) must not leak it into the next."""
+    yield
+    structlog.reset_defaults()
