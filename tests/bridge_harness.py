@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,18 @@ class Topics:
     commands: str
     output: str
     dlq: str
+
+
+NewTopic = Callable[..., Awaitable[str]]
+
+
+async def make_topics(new_topic: NewTopic, partitions: int = 3) -> Topics:
+    """Fresh command and output topics with ``partitions`` partitions, and a one-partition DLQ."""
+    return Topics(
+        commands=await new_topic("cmd", partitions=partitions),
+        output=await new_topic("out", partitions=partitions),
+        dlq=await new_topic("dlq", partitions=1),
+    )
 
 
 def bridge_settings(

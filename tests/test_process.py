@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +13,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.emulator import Emulator, EmulatorConfig
 from bridge.emulator.config import Latency
-from tests.bridge_harness import OutputReader, Topics, send_commands
+from tests.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
 from tests.kafka_harness import KafkaBroker
 from tests.process_harness import BridgeProcess
 
-NewTopic = Callable[..., Awaitable[str]]
 Namer = Callable[[str], str]
 
 pytestmark = pytest.mark.slow
-
-
-async def _topics(new_topic: NewTopic) -> Topics:
-    return Topics(
-        commands=await new_topic("cmd", partitions=3),
-        output=await new_topic("out", partitions=3),
-        dlq=await new_topic("dlq", partitions=1),
-    )
 
 
 def _creates(count: int, prefix: str) -> list[dict[str, Any] | bytes]:
@@ -54,7 +45,7 @@ def _answered(reader: OutputReader) -> Counter[tuple[str, int, int]]:
 async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 3)
     commands = _creates(400, "k")
     config = EmulatorConfig(latency=Latency(fixed_ms=5, jitter_ms=10))
     group = unique_name("g")
@@ -105,7 +96,7 @@ async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 async def test_sigterm_drains_in_flight_work_and_commits(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 3)
     commands = _creates(300, "t")
     config = EmulatorConfig(latency=Latency(fixed_ms=20, jitter_ms=20))
     group = unique_name("g")
@@ -153,7 +144,7 @@ async def test_sigterm_drains_in_flight_work_and_commits(
 async def test_two_processes_through_a_rebalance(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 3)
     config = EmulatorConfig(latency=Latency(fixed_ms=10, jitter_ms=10))
     group = unique_name("g")
     async with (

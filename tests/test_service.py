@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.emulator.config import DoStep, WaitForEventStep
 from tests.bridge_harness import (
+    NewTopic,
     OutputReader,
-    Topics,
     bridge_settings,
+    make_topics,
     running_bridge,
     send_commands,
 )
 from tests.kafka_harness import KafkaBroker
-
-NewTopic = Callable[..., Awaitable[str]]
-
-
-async def _topics(new_topic: NewTopic, partitions: int = 3) -> Topics:
-    return Topics(
-        commands=await new_topic("cmd", partitions=partitions),
-        output=await new_topic("out", partitions=partitions),
-        dlq=await new_topic("dlq", partitions=1),
-    )
 
 
 def _waiting() -> WorkflowBehaviour:
@@ -38,7 +29,7 @@ async def test_every_action_end_to_end(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
 ) -> None:
     # One partition: the batch (keyed by nothing) and later commands on its items keep their order.
-    topics = await _topics(new_topic, partitions=1)
+    topics = await make_topics(new_topic, 1)
     wf = "orders"
     commands: list[dict[str, Any] | bytes] = [
         {

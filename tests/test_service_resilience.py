@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,24 +16,16 @@ from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.emulator.config import Faults, RequestBudget, WaitForEventStep
 from bridge.local.tansu import free_port
 from tests.bridge_harness import (
+    NewTopic,
     OutputReader,
-    Topics,
     bridge_settings,
+    make_topics,
     running_bridge,
     send_commands,
 )
 from tests.kafka_harness import KafkaBroker
 
-NewTopic = Callable[..., Awaitable[str]]
 Namer = Callable[[str], str]
-
-
-async def _topics(new_topic: NewTopic, partitions: int = 4) -> Topics:
-    return Topics(
-        commands=await new_topic("cmd", partitions=partitions),
-        output=await new_topic("out", partitions=partitions),
-        dlq=await new_topic("dlq", partitions=1),
-    )
 
 
 def _listening() -> WorkflowBehaviour:
@@ -44,7 +36,7 @@ def _listening() -> WorkflowBehaviour:
 async def test_per_instance_order_holds_at_concurrency(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 4)
     rnd = random.Random(11)
     instances = [f"i-{n}" for n in range(40)]
     commands: list[dict[str, Any] | bytes] = [
@@ -91,7 +83,7 @@ async def test_per_instance_order_holds_at_concurrency(
 async def test_transient_faults_are_ridden_out_without_duplicates(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 4)
     commands: list[dict[str, Any] | bytes] = [
         {"action": "create", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(60)
     ]
@@ -127,7 +119,7 @@ async def test_transient_faults_are_ridden_out_without_duplicates(
 async def test_refused_token_parks_instead_of_dead_lettering(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic, partitions=1)
+    topics = await make_topics(new_topic, 1)
     async with (
         Emulator(EmulatorConfig()) as emulator,
         OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
@@ -176,7 +168,7 @@ async def test_refused_token_parks_instead_of_dead_lettering(
 async def test_creates_are_coalesced_into_batches(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic, partitions=1)
+    topics = await make_topics(new_topic, 1)
     async with (
         Emulator(EmulatorConfig()) as emulator,
         OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
@@ -205,7 +197,7 @@ async def test_creates_are_coalesced_into_batches(
 async def test_a_429_block_is_waited_out_without_failing_commands(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic, partitions=2)
+    topics = await make_topics(new_topic, 2)
     budget = RequestBudget(requests=15, window_seconds=2.0, block_seconds=2.0)
     config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
     async with (
@@ -256,7 +248,7 @@ async def test_a_429_block_is_waited_out_without_failing_commands(
 async def test_two_replicas_share_one_budget(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic, partitions=4)
+    topics = await make_topics(new_topic, 4)
     budget = RequestBudget(requests=40, window_seconds=2.0, block_seconds=2.0)
     config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
     group = unique_name("g")

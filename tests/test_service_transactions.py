@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +11,20 @@ import pytest
 
 from bridge.emulator import Emulator, EmulatorConfig
 from bridge.emulator.config import Latency
-from tests.bridge_harness import OutputReader, Topics, bridge_settings, running_bridge, send_commands
+from tests.bridge_harness import (
+    NewTopic,
+    OutputReader,
+    bridge_settings,
+    make_topics,
+    running_bridge,
+    send_commands,
+)
 from tests.kafka_harness import KafkaBroker
 from tests.process_harness import BridgeProcess
 
-NewTopic = Callable[..., Awaitable[str]]
 Namer = Callable[[str], str]
 
 pytestmark = pytest.mark.full_kafka
-
-
-async def _topics(new_topic: NewTopic) -> Topics:
-    return Topics(
-        commands=await new_topic("cmd", partitions=3),
-        output=await new_topic("out", partitions=3),
-        dlq=await new_topic("dlq", partitions=1),
-    )
 
 
 def _sources(reader: OutputReader) -> Counter[tuple[int, int]]:
@@ -36,18 +34,22 @@ def _sources(reader: OutputReader) -> Counter[tuple[int, int]]:
 async def test_transactional_results_are_committed_with_offsets(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 3)
     commands: list[dict[str, Any] | bytes] = [
         {"action": "create", "workflow": "wf", "instance_id": f"x-{n}"} for n in range(100)
     ]
     commands.append(b"not a command")
     async with (
         Emulator(EmulatorConfig()) as emulator,
-        OutputReader(kafka_broker.bootstrap_servers, topics, isolation_level="read_committed") as reader,
+        OutputReader(
+            kafka_broker.bootstrap_servers, topics, isolation_level="read_committed"
+        ) as reader,
     ):
         settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
         settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"transactional_id": unique_name("tx")})}
+            update={
+                "kafka": settings.kafka.model_copy(update={"transactional_id": unique_name("tx")})
+            }
         )
         async with running_bridge(settings):
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
@@ -60,7 +62,7 @@ async def test_transactional_results_are_committed_with_offsets(
 async def test_sigkill_with_transactions_gives_each_command_one_visible_result(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
 ) -> None:
-    topics = await _topics(new_topic)
+    topics = await make_topics(new_topic, 3)
     commands: list[dict[str, Any] | bytes] = [
         {"action": "create", "workflow": "wf", "instance_id": f"k-{n}"} for n in range(400)
     ]
@@ -68,7 +70,9 @@ async def test_sigkill_with_transactions_gives_each_command_one_visible_result(
     env = {"BRIDGE_KAFKA__TRANSACTIONAL_ID": txid, "BRIDGE_PIPELINE__MAX_CONCURRENCY": "16"}
     async with (
         Emulator(EmulatorConfig(latency=Latency(fixed_ms=5, jitter_ms=10))) as emulator,
-        OutputReader(kafka_broker.bootstrap_servers, topics, isolation_level="read_committed") as reader,
+        OutputReader(
+            kafka_broker.bootstrap_servers, topics, isolation_level="read_committed"
+        ) as reader,
     ):
         async with BridgeProcess(
             kafka_broker, emulator, topics, group=group, log_path=tmp_path / "a.log", extra_env=env

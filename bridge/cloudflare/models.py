@@ -11,19 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Statuses REST reports today; parsing accepts any string, since the set has grown before.
-KNOWN_STATUSES = (
-    "queued",
-    "running",
-    "paused",
-    "errored",
-    "terminated",
-    "complete",
-    "waitingForPause",
-    "waiting",
-    "rollingBack",
-)
-FINAL_STATUSES = frozenset({"complete", "errored", "terminated"})
+from bridge.contract.rules import FINAL_STATUSES, INSTANCE_STATUSES
+
+__all__ = ["FINAL_STATUSES", "INSTANCE_STATUSES"]
 
 
 class _ApiModel(BaseModel):

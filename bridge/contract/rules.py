@@ -30,6 +30,23 @@ RETENTION_PATTERN = r"^(\d+)\s+(second|minute|hour|day|week|month|year)s?$"
 RETENTION_RE = re.compile(RETENTION_PATTERN)
 
 STATUS_ACTIONS = ("pause", "resume", "terminate", "restart")
+
+#: Instance statuses REST reports today; parsers accept any string, as the set has grown before.
+INSTANCE_STATUSES = frozenset(
+    {
+        "queued",
+        "running",
+        "paused",
+        "errored",
+        "terminated",
+        "complete",
+        "waitingForPause",
+        "waiting",
+        "rollingBack",
+    }
+)
+#: Once here, an instance only moves again by ``restart``.
+FINAL_STATUSES = frozenset({"complete", "errored", "terminated"})
 LOCATION_HINTS = (
     "wnam",
     "weur",

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple
 
+from bridge.contract.rules import FINAL_STATUSES
 from bridge.emulator.config import WorkflowBehaviour
 
 Status = Literal[
@@ -36,7 +37,7 @@ Status = Literal[
     "waiting",
 ]
 TriggerSource = Literal["api", "binding", "event", "cron", "unknown"]
-FINAL: frozenset[str] = frozenset({"complete", "errored", "terminated"})
+FINAL: frozenset[str] = FINAL_STATUSES
 #: Statuses that occupy a slot of the workflow's concurrency bound.
 ACTIVE: frozenset[str] = frozenset({"running", "waiting", "waitingForPause"})
 

@@ -16,24 +16,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.contract.rules import INSTANCE_STATUSES
 from bridge.emulator import problems
 from bridge.emulator.engine import Flow
 from bridge.emulator.instance import QUEUED_AT, Instance
 from bridge.emulator.render import list_item
 
-REST_STATUSES = frozenset(
-    {
-        "queued",
-        "running",
-        "paused",
-        "errored",
-        "terminated",
-        "complete",
-        "waitingForPause",
-        "waiting",
-        "rollingBack",
-    }
-)
+REST_STATUSES = INSTANCE_STATUSES
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
 
