@@ -63,9 +63,14 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 async def send(producer: AIOKafkaProducer, topic: str, record: OutRecord) -> asyncio.Future[Any]:
     """Queue ``record``; the returned future resolves once the broker has it."""
+    value = record.value
+    if value is None and record.key is None:
+        # aiokafka cannot write a record without key and value (other clients can, so such a
+        # command may arrive and be dead-lettered); an empty value stands in for it.
+        value = b""
     try:
         future: asyncio.Future[Any] = await producer.send(
-            topic, value=record.value, key=record.key, headers=list(record.headers)
+            topic, value=value, key=record.key, headers=list(record.headers)
         )
     except KafkaError as exc:
         raise KafkaUnavailable(f"could not write to {topic}: {exc}") from exc

@@ -7,7 +7,6 @@ command or batch item, what goes to the dead-letter topic) is testable without a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +20,15 @@ from bridge.contract.commands import (
     SendEventCommand,
     TerminateCommand,
 )
-from bridge.contract.deadletter import DeadLetterHeaders, dead_letter_headers
+from bridge.contract.deadletter import HEADER_PREFIX, DeadLetterHeaders, dead_letter_headers
 from bridge.contract.decode import salvage
 from bridge.contract.results import ErrorInfo, Outcome, ResultRecord, Source
 from bridge.errors import ApiError, BridgeError, ContractError
 
 Headers = tuple[tuple[str, bytes], ...]
+
+#: Larger command values are not copied into the dead letter (see :func:`_dead_letter`).
+MAX_DEAD_LETTER_VALUE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,5 +285,12 @@ def records_for_invalid(origin: Origin, error: ContractError) -> list[OutRecord]
 
 
 def _dead_letter(origin: Origin, error: DeadLetterHeaders) -> OutRecord:
-    headers: Sequence[tuple[str, bytes]] = dead_letter_headers(origin.headers, error)
-    return OutRecord(origin.key, origin.value, tuple(headers), dead_letter=True)
+    headers: list[tuple[str, bytes]] = dead_letter_headers(origin.headers, error)
+    value = origin.value
+    if value is not None and len(value) > MAX_DEAD_LETTER_VALUE:
+        # Kafka's default record limit is about 1 MB: a copy this large could be refused by the
+        # dead-letter topic and stall the bridge. The original stays in the command topic at
+        # the offset the headers name.
+        headers.append((HEADER_PREFIX + "value_omitted", str(len(value)).encode()))
+        value = None
+    return OutRecord(origin.key, value, tuple(headers), dead_letter=True)

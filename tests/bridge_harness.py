@@ -97,7 +97,9 @@ async def running_bridge(settings: Settings) -> AsyncIterator[Bridge]:
 async def send_commands(
     bootstrap: str, topic: str, commands: Sequence[dict[str, Any] | bytes]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+    )
     await producer.start()
     try:
         futures = []

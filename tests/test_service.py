@@ -8,9 +8,11 @@ from typing import Any
 
 from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.emulator.config import DoStep, WaitForEventStep
+from bridge.local.topics import ensure_topics
 from tests.bridge_harness import (
     NewTopic,
     OutputReader,
+    Topics,
     bridge_settings,
     make_topics,
     running_bridge,
@@ -104,3 +106,59 @@ async def test_every_action_end_to_end(
         event_target = emulator.instance(wf, "a-1")
         assert event_target is not None
         assert [e[0] for e in event_target.events] == ["go"]
+
+
+async def test_every_kind_of_bad_input_is_answered_and_consumption_continues(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    # The command topic takes records over 1 MiB, so an oversized payload reaches the bridge.
+    topics = await make_topics(new_topic, 1)
+    commands_topic = unique_name("cmd-large")
+    await ensure_topics(
+        kafka_broker.bootstrap_servers,
+        {commands_topic: 1},
+        configs={commands_topic: {"max.message.bytes": str(4 * 1024 * 1024)}},
+    )
+    topics = Topics(commands=commands_topic, output=topics.output, dlq=topics.dlq)
+    bad: list[dict[str, Any] | bytes] = [
+        b"\xc3\x28",  # not UTF-8
+        b"{nope",  # not JSON
+        b"[1,2,3]",  # not an object
+        b"",  # empty
+        {"action": "launch", "workflow": "wf"},  # unknown action
+        {"action": "pause", "workflow": 12, "instance_id": "i"},  # wrong type
+        {"action": "pause", "workflow": "wf", "instance_id": "spaces are bad"},  # id rule
+        {"action": "pause", "workflow": "wf", "instance_id": "cf_" + "0" * 64},  # reserved id
+        {
+            "action": "create",
+            "workflow": "wf",
+            "params": {"blob": "x" * (1024 * 1024)},
+        },  # oversized
+        {"action": "pause", "workflow": "wf", "instance_id": "i", "colour": "red"},  # unknown field
+    ]
+    valid: dict[str, Any] = {"action": "create", "workflow": "wf", "instance_id": "after-the-bad"}
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, [*bad, valid])
+            await reader.until(results=len(bad) + 1, dead_letters=len(bad))
+        rejected = [r for r in reader.results if r["outcome"] == "rejected"]
+        assert len(rejected) == len(bad)
+        assert all(r["error"]["type"] == "ContractError" for r in rejected)
+        assert sorted(r["source"]["offset"] for r in rejected) == list(range(len(bad)))
+        assert [r["instance_id"] for r in reader.results if r["outcome"] == "ok"] == [
+            "after-the-bad"
+        ]
+        stages = {dict(d.headers)["workflows_bridge.errors.stage"] for d in reader.dead_letters}
+        assert stages == {b"decode", b"validate"}
+        omitted = "workflows_bridge.errors.value_omitted"
+        [huge] = [d for d in reader.dead_letters if omitted in dict(d.headers)]
+        assert not huge.value
+        assert int(dict(huge.headers)[omitted]) > 1024 * 1024
+        copied = {d.value for d in reader.dead_letters}
+        assert b"\xc3\x28" in copied
+        assert b"{nope" in copied
+        assert emulator.stats.requests.total() == 1  # no budget spent on bad input

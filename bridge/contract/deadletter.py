@@ -35,6 +35,11 @@ class DeadLetterHeaders(BaseModel):
     cf_ray: str | None = None
     attempts: int = 0
     at: str = Field(description="ISO-8601 UTC time the command was given up.")
+    value_omitted: int | None = Field(
+        default=None,
+        description="Set (to the value's size) when the value was too large to copy; the "
+        "original stays in the command topic at `topic`/`partition`/`offset`.",
+    )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers, prefixed; absent values are left out."""
