@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.config import Latency
+from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.emulator.config import Latency, WaitForEventStep
 from tests.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
 from tests.kafka_harness import KafkaBroker
 from tests.process_harness import BridgeProcess
@@ -174,3 +175,87 @@ async def test_two_processes_through_a_rebalance(
         assert b"partitions revoked" in (tmp_path / "a.log").read_bytes()
         assert len(_answered(reader)) == 500
         assert emulator.stats.created["wf"] == 500
+
+
+async def test_run_answers_thousands_of_mixed_commands_once_each_in_order(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
+) -> None:
+    topics = await make_topics(new_topic, 3)
+    rnd = random.Random(3)
+    singles = [f"m-{n}" for n in range(200)]
+    batches = [[f"mb-{b}-{n}" for n in range(10)] for b in range(10)]
+    instances = singles + [i for batch in batches for i in batch]
+    creates: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": "wf", "instance_id": i, "params": {"i": i}}
+        for i in singles
+    ]
+    creates += [
+        {
+            "action": "create_batch",
+            "workflow": "wf",
+            "instances": [{"instance_id": i} for i in batch],
+        }
+        for batch in batches
+    ]
+    # Per instance: events numbered 0..6 with a pause and a resume in between, all interleaved.
+    plans = {
+        i: [
+            ("event", 0),
+            ("event", 1),
+            ("pause", None),
+            ("event", 2),
+            ("event", 3),
+            ("resume", None),
+            ("event", 4),
+            ("event", 5),
+            ("event", 6),
+        ]
+        for i in instances
+    }
+    mixed: list[dict[str, Any] | bytes] = []
+    while plans:
+        instance = rnd.choice(sorted(plans))
+        kind, seq = plans[instance].pop(0)
+        if not plans[instance]:
+            del plans[instance]
+        if kind == "event":
+            mixed.append(
+                {
+                    "action": "send_event",
+                    "workflow": "wf",
+                    "instance_id": instance,
+                    "event_type": "tick",
+                    "payload": {"seq": seq},
+                }
+            )
+        else:
+            mixed.append({"action": kind, "workflow": "wf", "instance_id": instance})
+    listening = WorkflowBehaviour(steps=(WaitForEventStep(name="never", event_type="never"),))
+    config = EmulatorConfig(workflows={"wf": listening}, latency=Latency(fixed_ms=2, jitter_ms=8))
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        async with BridgeProcess(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            log_path=tmp_path / "run.log",
+            # The default budget (1,100 per 5 min) would rightly pace 2,700 events over 15 min.
+            extra_env={"BRIDGE_CLOUDFLARE__BUDGET_REQUESTS": "1000000"},
+        ) as bridge:
+            await bridge.wait_running()
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, creates)
+            await reader.until(results=300, within=60)
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, mixed)
+            await reader.until(results=300 + len(mixed), within=180)
+            assert await bridge.terminate() == 0
+        assert len(mixed) == 2700
+        assert len(reader.results) == 3000  # one per command (one per batch item), not more
+        assert Counter(r["outcome"] for r in reader.results) == {"ok": 3000}
+        assert emulator.stats.created["wf"] == 300
+        for instance in instances:
+            view = emulator.instance("wf", instance)
+            assert view is not None
+            assert [p["seq"] for _, p in view.events] == list(range(7)), instance
