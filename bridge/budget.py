@@ -16,10 +16,11 @@ once that is exceeded, so the bridge paces itself instead of finding the limit:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from bridge.errors import RateLimitInfo
@@ -31,16 +32,24 @@ _SAFETY = 1.01
 
 
 class SlidingWindow:
-    """At most ``capacity`` units in any ``window`` seconds; ``acquire`` waits for room."""
+    """At most ``capacity`` units in any ``window`` seconds; ``acquire`` waits for room.
+
+    A request counts from the moment it is granted (in flight) and enters the log when its
+    answer arrives: the API counted it on arrival, which is never later than that, so the log
+    never places a request earlier than the server did. (Logging the grant time instead lets a
+    slow first burst land inside the next window on the server's clock.)
+    """
 
     def __init__(self, capacity: float, window: float, *, clock: Clock = time.monotonic) -> None:
         self._full_capacity = capacity
         self._window = window * _SAFETY
         self._clock = clock
         self._share = 1.0
-        self._grants: deque[tuple[float, int]] = deque()
-        self._used = 0
+        self._log: deque[tuple[float, int]] = deque()
+        self._logged = 0
+        self._in_flight = 0
         self._lock = asyncio.Lock()
+        self._ended = asyncio.Event()
 
     @property
     def capacity(self) -> int:
@@ -50,38 +59,53 @@ class SlidingWindow:
         self._share = min(max(share, 0.0), 1.0)
 
     def _expire(self, now: float) -> None:
-        while self._grants and self._grants[0][0] <= now - self._window:
-            self._used -= self._grants.popleft()[1]
+        while self._log and self._log[0][0] <= now - self._window:
+            self._logged -= self._log.popleft()[1]
 
     def used(self) -> int:
+        """Units in flight plus units answered within the window."""
         self._expire(self._clock())
-        return self._used
+        return self._logged + self._in_flight
 
-    def wait_time(self, units: int = 1) -> float:
-        """Seconds until ``units`` fit, or 0 when they fit now."""
+    def wait_time(self, units: int = 1) -> float | None:
+        """Seconds until ``units`` fit (0: now), or None when only an answer can make room."""
         now = self._clock()
         self._expire(now)
-        room = self.capacity - self._used
+        room = self.capacity - self._logged - self._in_flight
         if units <= room:
             return 0.0
-        # Walk the log until enough units have expired to make room.
         need = units - room
-        for when, count in self._grants:
+        for when, count in self._log:
             need -= count
             if need <= 0:
                 return max(when + self._window - now, 0.001)
-        return self._window
+        return None
+
+    def begin(self, units: int = 1) -> None:
+        self._in_flight += units
+
+    def end(self, units: int = 1) -> None:
+        """The request's answer arrived (or it failed): log it now."""
+        self._in_flight -= units
+        self._log.append((self._clock(), units))
+        self._logged += units
+        self._ended.set()
 
     def take(self, units: int = 1) -> None:
-        self._grants.append((self._clock(), units))
-        self._used += units
+        """A request granted and answered at once."""
+        self.begin(units)
+        self.end(units)
 
-    async def acquire(self, units: int = 1) -> None:
+    async def acquire(self, units: int = 1) -> int:
+        """Wait for room and mark ``units`` in flight; returns the units to :meth:`end` later."""
         units = min(units, self.capacity)
         async with self._lock:  # FIFO: waiters are served in order
-            while (delay := self.wait_time(units)) > 0:
-                await asyncio.sleep(delay)
-            self.take(units)
+            while (delay := self.wait_time(units)) != 0:
+                self._ended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ended.wait(), delay)
+            self.begin(units)
+        return units
 
 
 @dataclass(slots=True)
@@ -151,24 +175,39 @@ class RequestBudget:
         """Seconds left in a 429 block (0 when not blocked)."""
         return max(self._blocked_until - self._clock(), 0.0)
 
-    async def acquire(self, *, creations: int = 0, workflow: str | None = None) -> None:
-        """Wait until one request (creating ``creations`` instances) may be sent."""
+    @contextlib.asynccontextmanager
+    async def slot(self, *, creations: int = 0, workflow: str | None = None) -> AsyncIterator[None]:
+        """Hold one request (creating ``creations`` instances) while the body sends it."""
+        taken: list[tuple[SlidingWindow, int]] = []
         self.stats.waiting += 1
         try:
             while True:
                 await self._wait_unblocked()
                 if creations and workflow is not None:
-                    await self._creations(workflow).acquire(creations)
-                    await self._account_creations.acquire(creations)
+                    for window in (self._creations(workflow), self._account_creations):
+                        taken.append((window, await window.acquire(creations)))
                 await self._wait_for_hint()
-                await self.requests.acquire()
+                taken.append((self.requests, await self.requests.acquire()))
                 if self.blocked_for == 0:
                     break
+                # A 429 arrived while we waited: give the room back and wait out the block.
+                for window, units in taken:
+                    window.end(units)
+                taken.clear()
+        except BaseException:
+            for window, units in taken:
+                window.end(units)
+            raise
         finally:
             self.stats.waiting -= 1
         self.stats.granted += 1
         if self._hint_remaining is not None:
             self._hint_remaining -= 1
+        try:
+            yield
+        finally:
+            for window, units in taken:
+                window.end(units)
 
     async def _wait_unblocked(self) -> None:
         while (left := self.blocked_for) > 0:

@@ -116,8 +116,8 @@ class CreateCoalescer:
 
     async def _send(self, workflow: str, items: list[_Pending]) -> None:
         try:
-            await self._budget.acquire(creations=len(items), workflow=workflow)
-            answer = await self._client.create_batch(workflow, [item.body for item in items])
+            async with self._budget.slot(creations=len(items), workflow=workflow):
+                answer = await self._client.create_batch(workflow, [item.body for item in items])
         except Rejected as exc:
             error: BridgeError = exc if len(items) == 1 else GoAlone(str(exc))
             _fail(items, error)

@@ -180,9 +180,9 @@ class Executor:
         creations: int = 0,
         workflow: str | None = None,
     ) -> Answer[T]:
-        await self._budget.acquire(creations=creations, workflow=workflow)
-        tally.attempts += 1
-        answer = await call()
+        async with self._budget.slot(creations=creations, workflow=workflow):
+            tally.attempts += 1
+            answer = await call()
         tally.note(answer)
         return answer
 

@@ -55,6 +55,9 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         client_id=kafka.client_id,
         acks="all",
         linger_ms=5,
+        # Results are small and many: a 16 KiB batch per partition (the default) fills at once
+        # and makes every worker wait for it to drain.
+        max_batch_size=256 * 1024,
         max_request_size=2 * 1024 * 1024,
         **options,
         **_security(settings),

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -114,6 +115,11 @@ class Bridge:
                     account_id=cf.account_id,
                     api_token=cf.api_token.get_secret_value(),
                     base_url=cf.base_url,
+                    timeout=httpx.Timeout(cf.request_timeout_seconds, connect=5.0),
+                    limits=httpx.Limits(
+                        max_connections=cf.max_connections,
+                        max_keepalive_connections=cf.max_connections,
+                    ),
                     on_response=self.budget.observe,
                 )
             )
@@ -123,8 +129,8 @@ class Bridge:
             probe_workflow = "workflows-bridge-auth-probe"
 
             async def probe() -> object:
-                await self.budget.acquire()
-                return await client.list_page(probe_workflow, per_page=1)
+                async with self.budget.slot():
+                    return await client.list_page(probe_workflow, per_page=1)
 
             gate = AuthGate(probe, interval=pipeline.auth_probe_seconds)
             stack.push_async_callback(gate.aclose)

@@ -24,6 +24,7 @@ def test_sliding_window_never_exceeds_capacity_in_any_window() -> None:
     grants: list[float] = []
     for _ in range(200):
         wait = window.wait_time()
+        assert wait is not None
         clock.now += wait
         window.take()
         grants.append(clock.now)
@@ -43,7 +44,9 @@ def test_burst_then_refill_is_not_allowed() -> None:
         assert window.wait_time() == 0
         window.take()
     clock.now += 9.0
-    assert window.wait_time() > 0.9  # a fixed-window counter would have reset by now
+    wait = window.wait_time()
+    assert wait is not None
+    assert wait > 0.9  # a fixed-window counter would have reset by now
 
 
 def test_share_scales_capacity() -> None:
@@ -62,7 +65,8 @@ async def test_429_blocks_every_request_until_retry_after() -> None:
     assert budget.blocked_for > 0.2
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await budget.acquire()
+    async with budget.slot():
+        pass
     assert loop.time() - started >= 0.28
     assert budget.stats.throttled_429 == 1
     assert budget.blocked_for == 0
@@ -75,10 +79,12 @@ async def test_ratelimit_header_paces_to_reset() -> None:
     budget.observe(200, RateLimitInfo(remaining=2, reset_seconds=0.3), None)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await budget.acquire()
-    await budget.acquire()
+    for _ in range(2):
+        async with budget.slot():
+            pass
     assert loop.time() - started < 0.2
-    await budget.acquire()  # the server said nothing is left until the reset
+    async with budget.slot():  # the server said nothing is left until the reset
+        pass
     assert loop.time() - started >= 0.28
 
 
@@ -89,10 +95,13 @@ async def test_creations_are_limited_per_workflow() -> None:
     assert budget.max_batch("w") == 10
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await budget.acquire(creations=10, workflow="w")
-    await budget.acquire(creations=5, workflow="other")  # another workflow is not held up
+    async with budget.slot(creations=10, workflow="w"):
+        pass
+    async with budget.slot(creations=5, workflow="other"):  # another workflow is not held up
+        pass
     assert loop.time() - started < 0.2
-    await budget.acquire(creations=1, workflow="w")
+    async with budget.slot(creations=1, workflow="w"):
+        pass
     assert loop.time() - started >= 0.95
 
 
@@ -105,3 +114,43 @@ def test_snapshot_reports_state() -> None:
     assert snap["capacity"] == 600
     assert snap["remaining"] == 600
     assert snap["blocked_for"] == 0
+
+
+def test_a_request_is_logged_when_its_answer_arrives() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(2, 10.0, clock=clock)
+    window.begin()
+    window.begin()
+    assert window.wait_time() is None  # full, and only an answer can start the clock
+    clock.now += 3.0  # the first burst is slow to arrive
+    window.end()
+    window.end()
+    clock.now += 9.0
+    # 12 s after the grant, but only 9 s after the answers: the server may still count them.
+    wait = window.wait_time()
+    assert wait is not None
+    assert wait > 0.9
+
+
+async def test_slot_holds_room_until_the_answer() -> None:
+    budget = RequestBudget(
+        requests=1, window_seconds=0.3, creations_per_workflow=10, creations_per_account=10
+    )
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def first() -> None:
+        async with budget.slot():
+            order.append("first sent")
+            await asyncio.sleep(0.2)  # slow answer
+            order.append("first answered")
+
+    async def second() -> None:
+        await asyncio.sleep(0.01)
+        async with budget.slot():
+            order.append("second sent")
+
+    started = loop.time()
+    await asyncio.gather(first(), second())
+    assert order == ["first sent", "first answered", "second sent"]
+    assert loop.time() - started >= 0.2 + 0.3  # a whole window after the first answer
