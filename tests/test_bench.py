@@ -1,0 +1,84 @@
+"""The benchmark (``bench/``) runs end to end: its cheapest scenario at ``--quick`` size prints the
+table with every contestant's row, and every contestant wrote exactly one result per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import build, render
+from bench.runner import BRIDGE, NAIVE, RAW, Measurement
+from bench.scenarios import QUICK, select
+from tests.kafka_harness import KafkaBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_creates_scenario_counts_every_result(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    report = tmp_path / "bench.json"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "KAFKA_FLAVOUR": kafka_broker.flavour.value,
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "a", "--json", str(report)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.strip()]
+    label = f"a. {QUICK.creates:,} creates"
+    assert any(line.startswith(label) and RAW in line for line in rows), done.stdout
+    for contestant in (NAIVE, BRIDGE):
+        assert any(contestant in line for line in rows), done.stdout
+    assert any(line.startswith("  a. this bridge ≥ 0.5 × raw pipe:") for line in rows)
+
+    data = json.loads(report.read_text())
+    measured = {m["contestant"]: m for m in data["measurements"]}
+    assert set(measured) == {RAW, NAIVE, BRIDGE}
+    assert measured[RAW]["results"] == QUICK.creates
+    assert measured[NAIVE]["results"] == QUICK.creates_naive
+    assert measured[BRIDGE]["results"] == QUICK.creates
+    # Coalescing: the bridge sent /batch requests of up to 100 creates, nothing else.
+    assert set(measured[BRIDGE]["api_requests"]) == {"batch"}
+    assert measured[BRIDGE]["api_requests"]["batch"] >= QUICK.creates // 100
+    assert all(m["rate"] and m["rate"] > 0 for m in measured.values())
+    # The session's broker was used, not one of the benchmark's own.
+    assert f"{kafka_broker.flavour.value} at {kafka_broker.bootstrap_servers}" in done.stdout
+
+
+def test_a_wrong_count_fails_the_run_and_the_target_is_judged_on_medians() -> None:
+    def run(contestant: str, number: int, rate: float, error: str | None = None) -> Measurement:
+        return Measurement("a", contestant, number, 100, results=100, rate=rate, error=error)
+
+    measurements = [
+        run(RAW, 1, 1000.0),
+        run(RAW, 2, 3000.0),
+        run(RAW, 3, 2000.0),
+        run(BRIDGE, 1, 1100.0),
+        run(BRIDGE, 2, 900.0),
+        run(BRIDGE, 3, 1000.0),
+    ]
+    report = build(select("a"), QUICK, measurements)
+    [verdict] = report.verdicts
+    assert verdict.met is True  # medians 1000 / 2000 = 0.5
+    assert "0.50 × raw pipe" in verdict.measured
+
+    measurements[4] = run(BRIDGE, 2, 900.0, error="this bridge: 99 results, expected exactly 100")
+    report = build(select("a"), QUICK, measurements)
+    assert report.verdicts[0].met is None
+    assert "expected exactly 100" in render(report)
