@@ -213,8 +213,7 @@ def _notes(
         f"({sizes.creates_naive:,} and {sizes.mixed_naive:,} commands), its rate being steady",
         "a, b, d: the emulator enforces no limits; the bridge's budget (1,000,000 requests/s) and "
         "creation limits (1,000,000/s per workflow and account) are set so high they never bind; "
-        "log level warning; b: max_concurrency 16 (best of 8/16/32/64/256 here), otherwise the "
-        "bridge's defaults",
+        "log level warning; otherwise the bridge's defaults",
         f"c: emulator and bridge both allow {sizes.budget} requests per {window} (emulator blocks "
         f"{window} on excess); {sizes.budget * (sizes.windows + 1):,} events wait in the topic. "
         f"used = requests the emulator accepted in the {sizes.windows} whole windows from its "
