@@ -222,7 +222,7 @@ class Executor:
         else:
             tally.attempts += 1
             batch = await self._coalescer.create(
-                job.workflow, job.instance_id, op.body(job.instance_id)
+                job.workflow, job.instance_id, op.body(job.instance_id), size_bound=op.size_bound
             )
             tally.http_status, tally.cf_ray = batch.http_status, batch.cf_ray
             if batch.created is not None:

@@ -55,6 +55,8 @@ class Origin:
 class CreateOp:
     params: Any = None
     instance_retention: dict[str, Any] | None = None
+    #: An upper bound of :meth:`body`'s serialised size when one is cheap to know, else None.
+    size_bound: int | None = field(default=None, compare=False)
 
     def body(self, instance_id: str) -> dict[str, Any]:
         """The create body the API takes, alone or as one ``/batch`` item."""
@@ -140,12 +142,15 @@ def plan(command: Command, origin: Origin) -> list[Job]:
     def job(instance_id: str, op: Op, item: int | None = None) -> Job:
         return Job(command_id, command.action, command.workflow, instance_id, op, item)
 
+    # A single create's body is never more than eight times its record (see the contract's size
+    # check), plus a derived id; batches are sized exactly, item by item.
+    bound = 8 * len(origin.value or b"") + 64
+
     match command:
         case CreateCommand():
             instance_id = command.instance_id or derived_instance_id(command_id)
-            return [
-                job(instance_id, CreateOp(command.params, _retention(command.instance_retention)))
-            ]
+            create = CreateOp(command.params, _retention(command.instance_retention), bound)
+            return [job(instance_id, create)]
         case CreateBatchCommand():
             return [
                 job(

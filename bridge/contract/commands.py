@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     JsonValue,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -42,7 +43,15 @@ def _check_instance_id(value: str) -> str:
     return value
 
 
-def _check_payload_size(value: JsonValue) -> JsonValue:
+#: Serialising can grow a JSON text (``1e15`` becomes ``1000000000000000.0``) but never eightfold;
+#: a record this much under the limit cannot hold an oversized payload, and is not re-serialised.
+_SURELY_SMALL = rules.MAX_PAYLOAD_BYTES // 8
+
+
+def _check_payload_size(value: JsonValue, info: ValidationInfo) -> JsonValue:
+    raw_size = info.context.get("raw_size") if isinstance(info.context, dict) else None
+    if isinstance(raw_size, int) and raw_size <= _SURELY_SMALL:
+        return value
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > rules.MAX_PAYLOAD_BYTES:
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pydantic
@@ -15,6 +16,13 @@ _MAX_REPORTED_ERRORS = 5
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
 
 
 def _describe(error: pydantic.ValidationError) -> tuple[str, str | None, str | None]:
@@ -47,7 +55,7 @@ def parse_json_object(value: bytes | None) -> dict[str, Any]:
             f"value is not UTF-8: {exc.reason} at byte {exc.start}", stage="decode", rule="utf8"
         ) from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ContractError(f"value is not JSON: {exc}", stage="decode", rule="json") from None
     if not isinstance(data, dict):
@@ -78,7 +86,7 @@ def decode_command(value: bytes | None) -> Command:
             rule="unknown_action",
         )
     try:
-        return COMMAND_ADAPTER.validate_python(data)
+        return COMMAND_ADAPTER.validate_python(data, context={"raw_size": len(value or b"")})
     except pydantic.ValidationError as exc:
         message, field, rule = _describe(exc)
         raise ContractError(message, stage="validate", field=field, rule=rule) from None
