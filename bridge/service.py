@@ -103,6 +103,9 @@ class Bridge:
         self._executor: Executor | None = None
         self._output_lock = asyncio.Lock()
         self.ready = asyncio.Event()
+        # Bound once, after logging is configured: the per-command lines then cost nothing when
+        # their level is filtered out (the lazy proxy would re-bind on every call).
+        self._command_log = log.bind()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -252,7 +255,7 @@ class Bridge:
         except ContractError as exc:
             held = _Command(origin, tp, remaining=0, started=time.monotonic())
             held.records = records_for_invalid(origin, exc)
-            log.warning("command rejected", **held.records[0].log)
+            self._command_log.warning("command rejected", **held.records[0].log)
             self._spawn_finish(held)
             return
         jobs = plan(command, origin)
@@ -269,7 +272,7 @@ class Bridge:
         records = records_for_job(work.job, done, command.origin)
         for record in records:
             if record.log:
-                log.info(
+                self._command_log.info(
                     "command done",
                     duration_ms=round((time.monotonic() - started) * 1000, 1),
                     **record.log,
