@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.cloudflare.client import create_body
 from bridge.contract.commands import (
     Command,
     CreateBatchCommand,
@@ -60,12 +61,7 @@ class CreateOp:
 
     def body(self, instance_id: str) -> dict[str, Any]:
         """The create body the API takes, alone or as one ``/batch`` item."""
-        body: dict[str, Any] = {"instance_id": instance_id}
-        if self.params is not None:
-            body["params"] = self.params
-        if self.instance_retention is not None:
-            body["instance_retention"] = self.instance_retention
-        return body
+        return create_body(instance_id, self.params, self.instance_retention)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ class WorkflowsClient:
         instance_retention: Mapping[str, Any] | None = None,
     ) -> Answer[InstanceCreateResponse]:
         """``POST /instances``. An id in use raises :class:`AlreadyExists`."""
-        body = _create_body(instance_id, params, instance_retention)
+        body = create_body(instance_id, params, instance_retention)
         return await self._call(
             "POST", self._instances(workflow), InstanceCreateResponse, json_body=body
         )
@@ -360,9 +360,10 @@ def _raise_for_failure(
         raise ServerError(f"{where}: success=false on HTTP {status}: {detail}", code=code, **meta)
 
 
-def _create_body(
-    instance_id: str | None, params: Any, instance_retention: Mapping[str, Any] | None
+def create_body(
+    instance_id: str | None, params: Any = None, instance_retention: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
+    """A create body: for ``POST /instances``, and each item of a ``/batch`` body."""
     body: dict[str, Any] = {}
     if instance_id is not None:
         body["instance_id"] = instance_id
@@ -371,10 +372,3 @@ def _create_body(
     if instance_retention is not None:
         body["instance_retention"] = dict(instance_retention)
     return body
-
-
-def create_body(
-    instance_id: str | None, params: Any = None, instance_retention: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """One item of a ``/batch`` body (the same shape as a single create body)."""
-    return _create_body(instance_id, params, instance_retention)
