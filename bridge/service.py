@@ -5,11 +5,10 @@ Flow of one record::
     consume ─► decode ─┬─ invalid ──────────────────────────────► rejected result + dead letter
                        └─ plan ─► jobs ─► KeyedRunner (per-instance order) ─► Executor (API)
                                                                    │
-    commit ◄── offsets tracker ◄── broker acks ◄── publish ◄───────┘  result (+ dead letter)
+    commit ◄────────────── Outbox (acks, finished prefix) ◄───────┘  result (+ dead letter)
 
-A command's offset counts as finished only when every record it produced is acknowledged by the
-broker, and commits move only over a finished prefix (at-least-once). With a transactional id,
-the records of a finished prefix and its offsets are written in one Kafka transaction instead.
+This module owns intake, flow control, shutdown and rebalancing; :mod:`bridge.outbox` owns what
+goes out and when an offset may be committed.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,7 +24,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
 from bridge import kafka_io
 from bridge.budget import RequestBudget
@@ -38,8 +35,8 @@ from bridge.errors import BridgeError, ContractError, KafkaUnavailable
 from bridge.executor import AuthGate, Executor
 from bridge.health import HealthServer
 from bridge.keyed import KeyedRunner
-from bridge.offsets import OffsetTracker
-from bridge.translate import Job, Origin, OutRecord, plan, records_for_invalid, records_for_job
+from bridge.outbox import Outbox, PendingCommand
+from bridge.translate import Job, Origin, plan, records_for_invalid, records_for_job
 
 log = structlog.get_logger(__name__)
 
@@ -47,23 +44,10 @@ log = structlog.get_logger(__name__)
 _REPORT_EVERY = 30.0
 
 
-@dataclass(slots=True, eq=False)
-class _Command:
-    """A consumed command until its offset is finished (or abandoned on revocation)."""
-
-    origin: Origin
-    tp: TopicPartition
-    remaining: int
-    started: float
-    records: list[OutRecord] = field(default_factory=list)
-    acks: list[asyncio.Future[Any]] = field(default_factory=list)
-    abandoned: bool = False
-
-
 @dataclass(slots=True)
 class _Work:
     job: Job
-    command: _Command
+    command: PendingCommand
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -89,19 +73,11 @@ class Bridge:
             creations_per_workflow=cf.creations_per_second_per_workflow,
             creations_per_account=cf.creations_per_second_per_account,
         )
-        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._open: dict[TopicPartition, int] = defaultdict(int)
-        self._settle_changed = asyncio.Event()
-        self._held: dict[TopicPartition, dict[int, list[OutRecord]]] = defaultdict(dict)
-        self._finishers: set[asyncio.Task[None]] = set()
-        self._fatal: BaseException | None = None
         self._paused = False
-        self._transactional = bool(settings.kafka.transactional_id)
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._outbox: Outbox | None = None
         self._runner: KeyedRunner[tuple[str, str], _Work] | None = None
         self._executor: Executor | None = None
-        self._output_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         # Bound once, after logging is configured: the per-command lines then cost nothing when
         # their level is filtered out (the lazy proxy would re-bind on every call).
@@ -139,7 +115,7 @@ class Bridge:
             stack.push_async_callback(gate.aclose)
             self.gate = gate
             self._executor = Executor(client, self.budget, coalescer, gate, pipeline)
-            self._producer = await self._start_producer(stack)
+            self._outbox = Outbox(self.settings, await self._start_producer(stack))
             self._runner = await stack.enter_async_context(
                 KeyedRunner(self._handle, workers=pipeline.max_concurrency)
             )
@@ -159,8 +135,8 @@ class Bridge:
             finally:
                 self.ready.clear()
                 await self._drain()
-        if self._fatal is not None:
-            raise self._fatal
+        if self._outbox is not None and self._outbox.fatal is not None:
+            raise self._outbox.fatal
 
     async def _start_producer(self, stack: contextlib.AsyncExitStack) -> AIOKafkaProducer:
         producer = kafka_io.make_producer(self.settings)
@@ -186,13 +162,14 @@ class Bridge:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
-        consumer = self._consumer
+        assert self._outbox is not None
+        consumer, outbox = self._consumer, self._outbox
         commit_every = self.settings.pipeline.commit_interval_seconds
         next_commit = time.monotonic() + commit_every
         next_report = time.monotonic() + _REPORT_EVERY
-        while not stop.is_set() and self._fatal is None:
+        while not stop.is_set() and outbox.fatal is None:
             self._backpressure()
-            room = self.settings.pipeline.max_pending - self._tracker.pending()
+            room = self.settings.pipeline.max_pending - outbox.pending
             try:
                 batches = await consumer.getmany(timeout_ms=100, max_records=min(500, max(room, 1)))
             except KafkaError as exc:
@@ -201,27 +178,27 @@ class Bridge:
                 for message in messages:
                     self._accept(tp, message)
             if time.monotonic() >= next_commit:
-                await self._commit()
+                await outbox.commit(consumer)
                 next_commit = time.monotonic() + commit_every
             if time.monotonic() >= next_report:
-                log.info("budget", pending=self._tracker.pending(), **self.budget.snapshot())
+                log.info("budget", pending=outbox.pending, **self.budget.snapshot())
                 next_report = time.monotonic() + _REPORT_EVERY
 
     async def _drain(self) -> None:
         """Stop taking work, let in-flight commands finish within the grace period, commit."""
-        consumer = self._consumer
-        if consumer is not None and consumer.assignment():
+        consumer, outbox = self._consumer, self._outbox
+        if consumer is None or outbox is None:
+            return
+        if consumer.assignment():
             consumer.pause(*consumer.assignment())
         timeout = self.settings.pipeline.drain_timeout_seconds
-        settled = await self._wait_settled(None, timeout)
-        if not settled:
+        if not await outbox.wait_settled(None, timeout):
             log.warning(
-                "drain timed out; unfinished commands will be redelivered",
-                pending=self._tracker.pending(),
+                "drain timed out; unfinished commands will be redelivered", pending=outbox.pending
             )
         with contextlib.suppress(BridgeError):
-            await self._commit()
-        log.info("bridge drained", pending=self._tracker.pending())
+            await outbox.commit(consumer)
+        log.info("bridge drained", pending=outbox.pending)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this replica can do its work now, and why not."""
@@ -230,7 +207,7 @@ class Bridge:
             "running": self.ready.is_set(),
             "api_token_ok": self.gate.is_open,
             "partitions": len(consumer.assignment()) if consumer is not None else 0,
-            "pending": self._tracker.pending(),
+            "pending": self._outbox.pending if self._outbox is not None else 0,
             "budget": self.budget.snapshot(),
         }
         if self.gate.last_error is not None:
@@ -248,19 +225,18 @@ class Bridge:
             value=message.value,
             headers=tuple((k, v if v is not None else b"") for k, v in message.headers),
         )
-        self._tracker.add(tp, message.offset)
-        self._open[tp] += 1
+        assert self._outbox is not None
+        assert self._runner is not None
+        self._outbox.consumed(tp, message.offset)
         try:
             command = decode_command(message.value)
         except ContractError as exc:
-            held = _Command(origin, tp, remaining=0, started=time.monotonic())
-            held.records = records_for_invalid(origin, exc)
+            held = PendingCommand(origin, tp, remaining=0, records=records_for_invalid(origin, exc))
             self._command_log.warning("command rejected", **held.records[0].log)
-            self._spawn_finish(held)
+            self._outbox.finish(held)
             return
         jobs = plan(command, origin)
-        held = _Command(origin, tp, remaining=len(jobs), started=time.monotonic())
-        assert self._runner is not None
+        held = PendingCommand(origin, tp, remaining=len(jobs))
         for job in jobs:
             self._runner.submit(job.key, _Work(job, held))
 
@@ -277,103 +253,11 @@ class Bridge:
                     duration_ms=round((time.monotonic() - started) * 1000, 1),
                     **record.log,
                 )
-        if self._transactional or command.abandoned:
-            command.records.extend(records)
-        else:
-            command.acks.extend(await self._send_all(records))
+        assert self._outbox is not None
+        await self._outbox.add(command, records)
         command.remaining -= 1
         if command.remaining == 0:
-            self._spawn_finish(command)
-
-    async def _send_all(self, records: list[OutRecord]) -> list[asyncio.Future[Any]]:
-        assert self._producer is not None
-        topics = self.settings.topics
-        futures = []
-        for record in records:
-            topic = topics.dlq if record.dead_letter else topics.output
-            futures.append(await kafka_io.send(self._producer, topic, record))
-        return futures
-
-    def _spawn_finish(self, command: _Command) -> None:
-        """Mark a command's offset finished once its records are on the broker.
-
-        Done with callbacks on the producer's futures rather than a task per command: at
-        thousands of commands a second the task, gather and wake-ups were a tenth of the CPU.
-        """
-        if command.abandoned:
-            self._settle(command.tp)
-        elif self._transactional:
-            # Written, with the offsets, by the next transaction over the finished prefix.
-            self._held[command.tp][command.origin.offset] = command.records
-            self._tracker.finish(command.tp, command.origin.offset)
-            self._settle(command.tp)
-        elif command.records:  # not sent yet (an invalid command's answer)
-            task = asyncio.create_task(self._send_then_finish(command))
-            self._finishers.add(task)
-            task.add_done_callback(self._finishers.discard)
-        else:
-            self._finish_on_acks(command)
-
-    async def _send_then_finish(self, command: _Command) -> None:
-        try:
-            command.acks.extend(await self._send_all(command.records))
-        except BridgeError as exc:
-            self._stop_for(exc)
-            self._settle(command.tp)
-            return
-        self._finish_on_acks(command)
-
-    def _finish_on_acks(self, command: _Command) -> None:
-        waiting = len(command.acks)
-
-        def acked(_: asyncio.Future[Any]) -> None:
-            nonlocal waiting
-            waiting -= 1
-            if waiting == 0:
-                self._acked(command)
-
-        if waiting == 0:
-            self._acked(command)
-        for future in command.acks:
-            future.add_done_callback(acked)
-
-    def _acked(self, command: _Command) -> None:
-        for future in command.acks:
-            error = None if not future.cancelled() else "cancelled"
-            if error is None and future.exception() is not None:
-                error = str(future.exception())
-            if error is not None:
-                self._stop_for(KafkaUnavailable(f"the broker did not take a record: {error}"))
-                break
-        else:
-            self._tracker.finish(command.tp, command.origin.offset)
-        self._settle(command.tp)
-
-    def _stop_for(self, error: BridgeError) -> None:
-        log.error(
-            "results could not be written; stopping so the commands are redelivered",
-            error=str(error),
-        )
-        self._fatal = error
-
-    def _settle(self, tp: TopicPartition) -> None:
-        self._open[tp] -= 1
-        self._settle_changed.set()
-
-    async def _wait_settled(self, partitions: set[TopicPartition] | None, within: float) -> bool:
-        def idle() -> bool:
-            keys = self._open.keys() if partitions is None else partitions
-            return all(self._open.get(tp, 0) <= 0 for tp in keys)
-
-        deadline = time.monotonic() + within
-        while not idle():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._settle_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle_changed.wait(), left)
-        return True
+            self._outbox.finish(command)
 
     # -- flow control --------------------------------------------------------------------
 
@@ -381,7 +265,7 @@ class Bridge:
         consumer = self._consumer
         if consumer is None:
             return
-        pending = self._tracker.pending()
+        pending = self._outbox.pending if self._outbox is not None else 0
         limit = self.settings.pipeline.max_pending
         stalled = self.budget.blocked_for > 0 or not self.gate.is_open
         if not self._paused and (pending >= limit or stalled):
@@ -398,63 +282,24 @@ class Bridge:
             self._paused = False
             log.info("consumption resumed", pending=pending)
 
-    # -- commits -------------------------------------------------------------------------
-
-    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
-        assert self._consumer is not None
-        offsets = self._tracker.to_commit(partitions)
-        if not offsets:
-            return
-        async with self._output_lock:
-            if self._transactional:
-                await self._commit_transaction(offsets)
-            else:
-                try:
-                    await self._consumer.commit(
-                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                    )
-                except KafkaError as exc:
-                    log.warning("offset commit failed; will retry", error=str(exc))
-                    return
-            self._tracker.committed(offsets)
-
-    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self._producer is not None
-        records: list[OutRecord] = []
-        for tp, frontier in offsets.items():
-            held = self._held[tp]
-            for offset in sorted(o for o in held if o < frontier):
-                records.extend(held.pop(offset))
-        try:
-            async with self._producer.transaction():
-                futures = await self._send_all(records)
-                await self._producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()},
-                    self.settings.kafka.group_id,
-                )
-            await kafka_io.acknowledged(futures)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"transaction failed: {exc}") from exc
-
     # -- rebalance -----------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Give up partitions: drop their queued work, finish the running work, commit."""
-        if not revoked or self._runner is None:
+        runner, outbox, consumer = self._runner, self._outbox, self._consumer
+        if not revoked or runner is None or outbox is None or consumer is None:
             return
-        dropped = self._runner.drop(lambda work: work.command.tp in revoked)
+        dropped = runner.drop(lambda work: work.command.tp in revoked)
         for work in dropped:
             work.command.abandoned = True
             work.command.remaining -= 1
             if work.command.remaining == 0:
-                self._spawn_finish(work.command)
-        settled = await self._wait_settled(revoked, self.settings.pipeline.drain_timeout_seconds)
+                outbox.finish(work.command)
+        settled = await outbox.wait_settled(revoked, self.settings.pipeline.drain_timeout_seconds)
         with contextlib.suppress(BridgeError):
-            await self._commit(revoked)
+            await outbox.commit(consumer, revoked)
         for tp in revoked:
-            self._tracker.forget(tp)
-            self._open.pop(tp, None)
-            self._held.pop(tp, None)
+            outbox.forget(tp)
         log.info(
             "partitions revoked",
             partitions=sorted(str(tp) for tp in revoked),
