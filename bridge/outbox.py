@@ -72,8 +72,13 @@ class Outbox:
         """Send one job's records now (or hold them for the transaction or a lost partition)."""
         if self._transactional or command.abandoned:
             command.records.extend(records)
-        else:
+            return
+        try:
             command.acks.extend(await self._send_all(records))
+        except BridgeError as exc:
+            # Never finish this offset: the bridge stops and the command is redelivered.
+            command.abandoned = True
+            self._stop_for(exc)
 
     def finish(self, command: PendingCommand) -> None:
         """Settle ``command`` once its records are on the broker.
