@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -162,6 +163,13 @@ class OutputReader:
                         self.dead_letters.append(record)
                     else:
                         self.results.append(json.loads(record.value or b"null"))
+
+    def answered(self) -> Counter[tuple[str, int, int]]:
+        """Results per command record, by its (topic, partition, offset)."""
+        return Counter(
+            (r["source"]["topic"], r["source"]["partition"], r["source"]["offset"])
+            for r in self.results
+        )
 
     def by_command(self) -> dict[str, list[dict[str, Any]]]:
         grouped: dict[str, list[dict[str, Any]]] = {}

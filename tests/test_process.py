@@ -36,13 +36,6 @@ def _creates(count: int, prefix: str) -> list[dict[str, Any] | bytes]:
     return commands
 
 
-def _answered(reader: OutputReader) -> Counter[tuple[str, int, int]]:
-    return Counter(
-        (r["source"]["topic"], r["source"]["partition"], r["source"]["offset"])
-        for r in reader.results
-    )
-
-
 async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
 ) -> None:
@@ -68,14 +61,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_instance(
         ) as second:
             await second.wait_running()
             async with asyncio.timeout(120):
-                while len(_answered(reader)) < 400:
+                while len(reader.answered()) < 400:
                     await reader.until(results=len(reader.results) + 1, within=60)
             assert await second.terminate() == 0
-        assert len(_answered(reader)) == 400  # every command answered at least once
+        assert len(reader.answered()) == 400  # every command answered at least once
         assert emulator.stats.created["wf"] == 400  # and no instance created twice
         assert len(emulator.instances("wf")) == 400
         redone = [r for r in reader.results if r["outcome"] == "already_exists"]
-        assert len(reader.results) - 400 == sum(n - 1 for n in _answered(reader).values())
+        assert len(reader.results) - 400 == sum(n - 1 for n in reader.answered().values())
         assert all(r["status"] for r in redone)
 
 
@@ -125,7 +118,7 @@ async def test_sigterm_drains_in_flight_work_and_commits(
         committed = await _committed(kafka_broker.bootstrap_servers, group, topics.commands)
         assert 0 < sum(committed.values()) < 300, committed
         await reader.until(results=sum(committed.values()), within=10)
-        answered = _answered(reader)
+        answered = reader.answered()
         for partition, offset in committed.items():
             for below in range(offset):  # everything before the commit point was answered once
                 assert answered[(topics.commands, partition, below)] == 1
@@ -136,7 +129,7 @@ async def test_sigterm_drains_in_flight_work_and_commits(
             await again.wait_running()
             await reader.until(results=300, within=90)
             assert await again.terminate() == 0
-        answered = _answered(reader)
+        answered = reader.answered()
         assert len(answered) == 300
         assert max(answered.values()) == 1
         assert emulator.stats.created["wf"] == 300
@@ -169,11 +162,11 @@ async def test_two_processes_through_a_rebalance(
                     kafka_broker.bootstrap_servers, topics.commands, _creates(200, "r2")
                 )
                 async with asyncio.timeout(90):
-                    while len(_answered(reader)) < 500:
+                    while len(reader.answered()) < 500:
                         await reader.until(results=len(reader.results) + 1, within=60)
                 assert await second.terminate() == 0
         assert b"partitions revoked" in (tmp_path / "a.log").read_bytes()
-        assert len(_answered(reader)) == 500
+        assert len(reader.answered()) == 500
         assert emulator.stats.created["wf"] == 500
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,6 @@ from tests.process_harness import BridgeProcess
 Namer = Callable[[str], str]
 
 pytestmark = pytest.mark.full_kafka
-
-
-def _sources(reader: OutputReader) -> Counter[tuple[int, int]]:
-    return Counter((r["source"]["partition"], r["source"]["offset"]) for r in reader.results)
 
 
 async def test_transactional_results_are_committed_with_offsets(
@@ -54,7 +49,7 @@ async def test_transactional_results_are_committed_with_offsets(
         async with running_bridge(settings):
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
             await reader.until(results=101, dead_letters=1, within=60)
-        assert max(_sources(reader).values()) == 1
+        assert max(reader.answered().values()) == 1
         assert emulator.stats.created["wf"] == 100
 
 
@@ -88,7 +83,7 @@ async def test_sigkill_with_transactions_gives_each_command_one_visible_result(
             await second.wait_running()
             await reader.until(results=400, within=120)
             assert await second.terminate() == 0
-        sources = _sources(reader)
+        sources = reader.answered()
         assert len(sources) == 400
         assert max(sources.values()) == 1  # read_committed: no command answered twice
         assert emulator.stats.created["wf"] == 400
