@@ -18,7 +18,7 @@ from bench.common import BenchError, Broker, Names, python_env, say
 from bench.measure import OutputWatcher, count_records
 from bench.procs import Contestant
 from bench.workload import WORKFLOW
-from bridge.emulator import Emulator, EmulatorConfig
+from bridge.local.emulator import Emulator, EmulatorConfig
 from bridge.local.topics import ensure_topics
 
 RAW, NAIVE, BRIDGE = "raw pipe", "naive bridge", "this bridge"

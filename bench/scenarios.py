@@ -23,8 +23,8 @@ from bench.runner import (
     Plan,
     measure,
 )
-from bridge.emulator import EmulatorConfig
-from bridge.emulator.config import Latency, RequestBudget, WaitForEventStep, WorkflowBehaviour
+from bridge.local.emulator import EmulatorConfig
+from bridge.local.emulator.config import Latency, RequestBudget, WaitForEventStep, WorkflowBehaviour
 from bridge.local.topics import ensure_topics
 
 #: Instances wait for an event nobody sends: they stay live (every pause, resume, event and

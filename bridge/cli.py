@@ -1,4 +1,10 @@
-"""The ``workflows-bridge`` command: one sub-command per module that owns the work."""
+"""The ``workflows-bridge`` command.
+
+The service's own sub-commands (``run``, ``schema``) are defined here. Everything else is
+tooling — ``send``, ``dev``, the API emulator — and lives in :mod:`bridge.tools` or
+:mod:`bridge.local`; a tool's module is imported only when its sub-command is chosen, so the
+service never loads tooling code or its dependencies.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,28 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from bridge import sender
 from bridge.config import load_settings
 from bridge.contract import schema
 from bridge.errors import ConfigError
 from bridge.logs import configure, register_secret
+from bridge.pipeline.service import Bridge
 from bridge.runtime import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, run_until_signalled
-from bridge.service import Bridge
+
+#: Tool sub-commands: name -> (module with a ``register(subparsers)``, extra it needs, help).
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "send": ("bridge.tools.send", "tools", "publish commands (JSON) to the command topic"),
+    "dev": (
+        "bridge.local.dev",
+        "local",
+        "run broker, emulator and bridge locally with a live demo (nothing else needed)",
+    ),
+    "emulator": (
+        "bridge.local.emulator.cli",
+        "local",
+        "serve a local emulation of the Cloudflare Workflows instances REST API",
+    ),
+}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -50,7 +69,12 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workflows-bridge",
         description="Drive Cloudflare Workflows from Kafka command topics.",
@@ -72,14 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--check", type=Path, metavar="DIR", help="fail if DIR's documents are stale")
     show.set_defaults(handler=_schema)
 
-    sender.register(subparsers)
-    for module, name in (("bridge.dev", "dev"), ("bridge.emulator.cli", "emulator")):
-        _register_local(subparsers, module, name)
+    chosen = _chosen(argv)
+    for name, (module, extra, summary) in TOOLS.items():
+        if name == chosen:
+            _register_tool(subparsers, name, module, extra)
+        else:  # listed in --help, loaded only when chosen
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
-def _register_local(subparsers: Any, module: str, name: str) -> None:
-    """Sub-commands that need the ``local`` extra (emulator, embedded broker)."""
+def _register_tool(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    module: str,
+    extra: str,
+) -> None:
     try:
         importlib.import_module(module).register(subparsers)
     except ImportError as exc:
@@ -87,20 +118,21 @@ def _register_local(subparsers: Any, module: str, name: str) -> None:
 
         def unavailable(_: argparse.Namespace) -> int:
             print(
-                f"workflows-bridge {name} needs the 'local' extra ({missing} is missing): "
-                "pip install 'workflows-bridge[local]'",
+                f"workflows-bridge {name} needs the '{extra}' extra ({missing} is missing): "
+                f"pip install 'workflows-bridge[{extra}]'",
                 file=sys.stderr,
             )
             return EXIT_CONFIG
 
-        subparsers.add_parser(
-            name, help="(needs: pip install 'workflows-bridge[local]')"
-        ).set_defaults(handler=unavailable)
+        stand_in = subparsers.add_parser(name, add_help=False)
+        stand_in.add_argument("rest", nargs=argparse.REMAINDER)
+        stand_in.set_defaults(handler=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(words).parse_args(words)
     code: int = args.handler(args)
     return code
 

@@ -14,6 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.cloudflare.bodies import DEFAULT_BASE_URL
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "BRIDGE_"
@@ -67,7 +68,7 @@ class TopicSettings(_Section):
 class CloudflareSettings(_Section):
     account_id: str = Field(min_length=1)
     api_token: SecretStr
-    base_url: str = "https://api.cloudflare.com/client/v4"
+    base_url: str = DEFAULT_BASE_URL
     #: Requests the token may make per window, for the whole consumer group. Cloudflare allows
     #: 1,200 per 300 s; the default keeps headroom for dashboards and other tools on the token.
     budget_requests: int = Field(default=1_100, ge=1)

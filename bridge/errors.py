@@ -15,7 +15,8 @@ re-raised as one of these, so the pipeline decides what to do from our types alo
     │   ├── AlreadyExists       create with an id that is already taken
     │   ├── Conflict            409: the instance's status does not allow the action
     │   └── Rejected            any other 4xx: the API refused the input
-    └── KafkaUnavailable        the broker could not be reached or refused a write
+    ├── KafkaUnavailable        the broker could not be reached or refused a write
+    └── InternalError           a bug: the bridge failed at something it should always manage
 """
 
 from __future__ import annotations
@@ -127,3 +128,7 @@ class KafkaUnavailable(BridgeError):
     """The broker could not be reached, or refused to take a record."""
 
     retriable = True
+
+
+class InternalError(BridgeError):
+    """A bug: an unexpected exception where the bridge should always succeed."""

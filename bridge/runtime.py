@@ -28,12 +28,10 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None
 
         def on_signal(signum: int) -> None:
             if stop.is_set() and task is not None:
-                log.warning(
-                    "second signal; stopping without draining", signal=signal.Signals(signum).name
-                )
+                log.warning("stop_forced", signal=signal.Signals(signum).name)
                 task.cancel()
                 return
-            log.info("stopping", signal=signal.Signals(signum).name)
+            log.info("stop_requested", signal=signal.Signals(signum).name)
             stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -43,10 +41,10 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None
     try:
         asyncio.run(wrapper())
     except ConfigError as exc:
-        log.error("configuration error", error=str(exc))
+        log.error("config_error", error=str(exc))
         return EXIT_CONFIG
     except BridgeError as exc:
-        log.error("stopped by an error", error=str(exc), error_type=type(exc).__name__)
+        log.error("bridge_failed", error=str(exc), error_type=type(exc).__name__)
         return EXIT_FAILED
     except asyncio.CancelledError:
         return EXIT_FAILED

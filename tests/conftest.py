@@ -1,6 +1,6 @@
 """Project-wide fixtures and hooks: the Kafka broker, unique names, and the ``full_kafka`` rule.
 
-See ``tests/kafka_harness.py`` for the environment variables that choose the broker.
+See ``tests/support/kafka_harness.py`` for the environment variables that choose the broker.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import structlog
 
 from bridge.local import EmbeddedTansu, ensure_topics
 from bridge.local.topics import TopicState
-from tests import kafka_harness
-from tests.kafka_harness import BrokerSettings, Flavour, KafkaBroker
+from tests.support import kafka_harness
+from tests.support.kafka_harness import BrokerSettings, Flavour, KafkaBroker
 
 pytest_plugins = ("pytester",)
 

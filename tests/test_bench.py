@@ -14,9 +14,9 @@ import pytest
 from bench.report import build, render
 from bench.runner import BRIDGE, NAIVE, RAW, Measurement
 from bench.scenarios import QUICK, select
-from tests.kafka_harness import KafkaBroker
+from tests.support.kafka_harness import KafkaBroker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

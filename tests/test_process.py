@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
-from bridge.emulator.config import Latency, WaitForEventStep
-from tests.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
-from tests.kafka_harness import KafkaBroker
-from tests.process_harness import BridgeProcess
+from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.local.emulator.config import Latency, WaitForEventStep
+from tests.support.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
+from tests.support.kafka_harness import KafkaBroker
+from tests.support.process_harness import BridgeProcess
 
 Namer = Callable[[str], str]
 
@@ -114,7 +114,7 @@ async def test_sigterm_drains_in_flight_work_and_commits(
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
             await reader.until(results=30, within=60)
             assert await bridge.terminate() == 0
-        assert b"bridge drained" in (tmp_path / "a.log").read_bytes()
+        assert b'"bridge_drained"' in (tmp_path / "a.log").read_bytes()
         committed = await _committed(kafka_broker.bootstrap_servers, group, topics.commands)
         assert 0 < sum(committed.values()) < 300, committed
         await reader.until(results=sum(committed.values()), within=10)
@@ -165,7 +165,7 @@ async def test_two_processes_through_a_rebalance(
                     while len(reader.answered()) < 500:
                         await reader.until(results=len(reader.results) + 1, within=60)
                 assert await second.terminate() == 0
-        assert b"partitions revoked" in (tmp_path / "a.log").read_bytes()
+        assert b'"partitions_revoked"' in (tmp_path / "a.log").read_bytes()
         assert len(reader.answered()) == 500
         assert emulator.stats.created["wf"] == 500
 

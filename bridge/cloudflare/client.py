@@ -21,6 +21,7 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import TypeAdapter
 
 from bridge import __version__
+from bridge.cloudflare.bodies import DEFAULT_BASE_URL, create_body
 from bridge.cloudflare.headers import parse_ratelimit, parse_retry_after
 from bridge.cloudflare.models import (
     EventCreateResponse,
@@ -30,6 +31,7 @@ from bridge.cloudflare.models import (
     InstanceListResponse,
     StatusEditResponse,
 )
+from bridge.contract.rules import MAX_BATCH
 from bridge.errors import (
     AlreadyExists,
     ApiError,
@@ -45,7 +47,6 @@ from bridge.errors import (
 
 T = TypeVar("T")
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 
@@ -149,8 +150,8 @@ class WorkflowsClient:
         self, workflow: str, items: Sequence[Mapping[str, Any]]
     ) -> Answer[list[InstanceBulkResponse]]:
         """``POST /instances/batch`` with 1–100 create bodies; existing ids are left out."""
-        if not 1 <= len(items) <= 100:
-            raise ValueError(f"a batch holds 1 to 100 instances, not {len(items)}")
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} instances, not {len(items)}")
         return await self._call(
             "POST",
             self._instances(workflow) + "/batch",
@@ -358,17 +359,3 @@ def _raise_for_failure(
         raise ServerError(f"{where}: HTTP {status} without a Cloudflare envelope", **meta)
     if envelope.get("success") is not True:
         raise ServerError(f"{where}: success=false on HTTP {status}: {detail}", code=code, **meta)
-
-
-def create_body(
-    instance_id: str | None, params: Any = None, instance_retention: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """A create body: for ``POST /instances``, and each item of a ``/batch`` body."""
-    body: dict[str, Any] = {}
-    if instance_id is not None:
-        body["instance_id"] = instance_id
-    if params is not None:
-        body["params"] = params
-    if instance_retention is not None:
-        body["instance_retention"] = dict(instance_retention)
-    return body

@@ -43,9 +43,8 @@ def _check_instance_id(value: str) -> str:
     return value
 
 
-#: Serialising can grow a JSON text (``1e15`` becomes ``1000000000000000.0``) but never eightfold;
-#: a record this much under the limit cannot hold an oversized payload, and is not re-serialised.
-_SURELY_SMALL = rules.MAX_PAYLOAD_BYTES // 8
+#: A record this much under the limit cannot hold an oversized payload, and is not re-serialised.
+_SURELY_SMALL = rules.MAX_PAYLOAD_BYTES // rules.SERIALISED_GROWTH
 
 
 def _check_payload_size(value: JsonValue, info: ValidationInfo) -> JsonValue:
@@ -208,7 +207,6 @@ Command = Annotated[
     | SendEventCommand,
     Field(discriminator="action"),
 ]
-StatusCommand = PauseCommand | ResumeCommand | TerminateCommand | RestartCommand
 
 ACTIONS: tuple[str, ...] = (
     "create",

@@ -24,7 +24,10 @@ class DeadLetterHeaders(BaseModel):
     partition: int
     offset: int
     command_id: str | None = None
-    stage: str = Field(description="`decode`, `validate` or `api`.")
+    stage: str = Field(
+        description="Where the command stopped: `decode`, `validate` (bad input), `api` (refused "
+        "or failed by the API), or `plan`, `execute`, `answer` (an unexpected error in the bridge)."
+    )
     class_name: str = Field(description="The bridge error class, e.g. `ContractError`, `Rejected`.")
     message: str
     outcome: str = Field(description="The outcome of the matching result record.")

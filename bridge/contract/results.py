@@ -82,8 +82,3 @@ class StateRecord(_Record):
 
 OutputRecord = Annotated[ResultRecord | StateRecord, Field(discriminator="kind")]
 OUTPUT_ADAPTER: TypeAdapter[OutputRecord] = TypeAdapter(OutputRecord)
-
-
-def encode_output(record: ResultRecord | StateRecord) -> bytes:
-    """The bytes written as the output record's value."""
-    return record.model_dump_json().encode()

@@ -7,6 +7,7 @@ contract, the API client and the emulator so that every layer refuses the same i
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
 #: Instance ids, workflow names and event types share one pattern.
 NAME_PATTERN = r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$"
@@ -19,8 +20,13 @@ MAX_COMMAND_ID = 200
 
 #: ``params`` and event payloads, serialised as JSON.
 MAX_PAYLOAD_BYTES = 1024 * 1024
-#: Instances in one ``/instances/batch`` call.
+#: Instances in one ``/instances/batch`` call (and ids in the other bulk calls).
 MAX_BATCH = 100
+#: Instances in one page of ``GET /instances``.
+MAX_PER_PAGE = 100
+#: Re-serialising a JSON text (``1e15`` becomes ``1000000000000000.0``) never makes it this many
+#: times longer: a record this much under a limit cannot hold a value over it.
+SERIALISED_GROWTH = 8
 
 #: ``cf_`` + 64 lowercase hex is reserved by Cloudflare; the sub-path names collide with routes.
 RESERVED_ID_RE = re.compile(r"^cf_[0-9a-f]{64}$")
@@ -32,19 +38,18 @@ RETENTION_RE = re.compile(RETENTION_PATTERN)
 STATUS_ACTIONS = ("pause", "resume", "terminate", "restart")
 
 #: Instance statuses REST reports today; parsers accept any string, as the set has grown before.
-INSTANCE_STATUSES = frozenset(
-    {
-        "queued",
-        "running",
-        "paused",
-        "errored",
-        "terminated",
-        "complete",
-        "waitingForPause",
-        "waiting",
-        "rollingBack",
-    }
-)
+Status = Literal[
+    "queued",
+    "running",
+    "paused",
+    "errored",
+    "terminated",
+    "complete",
+    "waitingForPause",
+    "waiting",
+    "rollingBack",
+]
+INSTANCE_STATUSES: frozenset[str] = frozenset(get_args(Status))
 #: Once here, an instance only moves again by ``restart``.
 FINAL_STATUSES = frozenset({"complete", "errored", "terminated"})
 LOCATION_HINTS = (

@@ -10,9 +10,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bridge.cloudflare.client import WorkflowsClient, create_body
-from bridge.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
-from bridge.emulator.config import DoStep, Faults, RequestBudget, WaitForEventStep
+from bridge.cloudflare.bodies import create_body
+from bridge.cloudflare.client import WorkflowsClient
 from bridge.errors import (
     AlreadyExists,
     AuthError,
@@ -24,6 +23,8 @@ from bridge.errors import (
     ServerError,
     TransportError,
 )
+from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.local.emulator.config import DoStep, Faults, RequestBudget, WaitForEventStep
 
 
 def _waiting() -> WorkflowBehaviour:

@@ -11,7 +11,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bridge.local import EmbeddedTansu, TansuStartError, ensure_topics, find_tansu_binary, free_port
-from tests.kafka_harness import consume, group_consumer, producer
+from tests.support.kafka_harness import consume, group_consumer, producer
 
 
 def _process_exists(pid: int) -> bool:

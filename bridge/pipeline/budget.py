@@ -1,0 +1,256 @@
+"""The request budget: how many API calls this replica may make, and when.
+
+Cloudflare gives one token 1,200 requests per 5 minutes and blocks *every* call for 5 minutes
+once that is exceeded, so the bridge paces itself instead of finding the limit:
+
+* a sliding window: never more than ``capacity`` grants in any window of ``window`` seconds (a
+  full burst followed by a full refill would break that, so the log of grants is kept, not a
+  token count);
+* ``capacity`` is this replica's share of the token's budget, re-split on every rebalance in
+  proportion to the partitions it holds;
+* ``Ratelimit`` response headers, when the API sends them, tighten the pace further;
+* a 429 blocks every call of this replica until ``Retry-After`` (or a whole window) has passed;
+* creations have their own per-second limits per workflow and per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from bridge.contract.rules import MAX_BATCH
+from bridge.errors import RateLimitInfo
+
+Clock = Callable[[], float]
+
+#: Grants are spaced a little wider than the window, for clock skew and network delay.
+_SAFETY = 1.01
+
+
+class SlidingWindow:
+    """At most ``capacity`` units in any ``window`` seconds; ``acquire`` waits for room.
+
+    A request counts from the moment it is granted (in flight) and enters the log when its
+    answer arrives: the API counted it on arrival, which is never later than that, so the log
+    never places a request earlier than the server did. (Logging the grant time instead lets a
+    slow first burst land inside the next window on the server's clock.)
+    """
+
+    def __init__(self, capacity: float, window: float, *, clock: Clock = time.monotonic) -> None:
+        self._full_capacity = capacity
+        self._window = window * _SAFETY
+        self._clock = clock
+        self._share = 1.0
+        self._log: deque[tuple[float, int]] = deque()
+        self._logged = 0
+        self._in_flight = 0
+        self._lock = asyncio.Lock()
+        self._ended = asyncio.Event()
+
+    @property
+    def capacity(self) -> int:
+        return max(1, math.floor(self._full_capacity * self._share))
+
+    def set_share(self, share: float) -> None:
+        self._share = min(max(share, 0.0), 1.0)
+
+    def _expire(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self._window:
+            self._logged -= self._log.popleft()[1]
+
+    def used(self) -> int:
+        """Units in flight plus units answered within the window."""
+        self._expire(self._clock())
+        return self._logged + self._in_flight
+
+    def wait_time(self, units: int = 1) -> float | None:
+        """Seconds until ``units`` fit (0: now), or None when only an answer can make room."""
+        now = self._clock()
+        self._expire(now)
+        room = self.capacity - self._logged - self._in_flight
+        if units <= room:
+            return 0.0
+        need = units - room
+        for when, count in self._log:
+            need -= count
+            if need <= 0:
+                return max(when + self._window - now, 0.001)
+        return None
+
+    def begin(self, units: int = 1) -> None:
+        self._in_flight += units
+
+    def end(self, units: int = 1) -> None:
+        """The request's answer arrived (or it failed): log it now."""
+        self._in_flight -= units
+        self._log.append((self._clock(), units))
+        self._logged += units
+        self._ended.set()
+
+    async def acquire(self, units: int = 1) -> int:
+        """Wait for room and mark ``units`` in flight; returns the units to :meth:`end` later."""
+        units = min(units, self.capacity)
+        async with self._lock:  # FIFO: waiters are served in order
+            while (delay := self.wait_time(units)) != 0:
+                self._ended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ended.wait(), delay)
+            self.begin(units)
+        return units
+
+
+@dataclass(slots=True)
+class BudgetStats:
+    granted: int = 0
+    throttled_429: int = 0
+    blocked_seconds: float = 0.0
+    waiting: int = 0
+
+
+class RequestBudget:
+    """Every API request of this replica passes through :meth:`acquire`."""
+
+    def __init__(
+        self,
+        *,
+        requests: int,
+        window_seconds: float,
+        creations_per_workflow: float,
+        creations_per_account: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._window_seconds = window_seconds
+        self.requests = SlidingWindow(requests, window_seconds, clock=clock)
+        self._creations_per_workflow = creations_per_workflow
+        self._account_creations = SlidingWindow(creations_per_account, 1.0, clock=clock)
+        self._workflow_creations: dict[str, SlidingWindow] = {}
+        self._blocked_until = 0.0
+        self._hint_remaining: int | None = None
+        self._hint_reset_at = 0.0
+        self._share = 1.0
+        self.stats = BudgetStats()
+
+    # -- sharing -----------------------------------------------------------------------
+
+    def set_share(self, share: float) -> None:
+        """This replica's fraction of the token's budget (its partitions / all partitions)."""
+        self._share = share
+        self.requests.set_share(share)
+        self._account_creations.set_share(share)
+        for window in self._workflow_creations.values():
+            window.set_share(share)
+
+    @property
+    def share(self) -> float:
+        return self._share
+
+    def max_batch(self, workflow: str) -> int:
+        """The largest batch the creation limits can ever admit at once."""
+        return min(MAX_BATCH, self._creations(workflow).capacity, self._account_creations.capacity)
+
+    def _creations(self, workflow: str) -> SlidingWindow:
+        window = self._workflow_creations.get(workflow)
+        if window is None:
+            window = SlidingWindow(self._creations_per_workflow, 1.0, clock=self._clock)
+            window.set_share(self._share)
+            self._workflow_creations[workflow] = window
+        return window
+
+    # -- pacing ------------------------------------------------------------------------
+
+    @property
+    def blocked_for(self) -> float:
+        """Seconds left in a 429 block (0 when not blocked)."""
+        return max(self._blocked_until - self._clock(), 0.0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, creations: int = 0, workflow: str | None = None) -> AsyncIterator[None]:
+        """Hold one request (creating ``creations`` instances) while the body sends it."""
+        taken: list[tuple[SlidingWindow, int]] = []
+        self.stats.waiting += 1
+        try:
+            while True:
+                await self._wait_unblocked()
+                if creations and workflow is not None:
+                    for window in (self._creations(workflow), self._account_creations):
+                        taken.append((window, await window.acquire(creations)))
+                await self._wait_for_hint()
+                taken.append((self.requests, await self.requests.acquire()))
+                if self.blocked_for == 0:
+                    break
+                # A 429 arrived while we waited: give the room back and wait out the block.
+                for window, units in taken:
+                    window.end(units)
+                taken.clear()
+        except BaseException:
+            for window, units in taken:
+                window.end(units)
+            raise
+        finally:
+            self.stats.waiting -= 1
+        self.stats.granted += 1
+        if self._hint_remaining is not None:
+            self._hint_remaining -= 1
+        try:
+            yield
+        finally:
+            for window, units in taken:
+                window.end(units)
+
+    async def _wait_unblocked(self) -> None:
+        while (left := self.blocked_for) > 0:
+            await asyncio.sleep(left)
+
+    async def _wait_for_hint(self) -> None:
+        # The server's own count says how much of the token is left (other replicas and tools
+        # spend it too). Keep our share of what is left; wait for the reset when it runs out.
+        while self._hint_remaining is not None:
+            now = self._clock()
+            if now >= self._hint_reset_at:
+                self._hint_remaining = None
+                return
+            if self._hint_remaining > 0:
+                return
+            await asyncio.sleep(self._hint_reset_at - now)
+
+    def observe(
+        self, status: int, ratelimit: RateLimitInfo | None, retry_after: float | None
+    ) -> None:
+        """Learn from one response: a 429 blocks; ``Ratelimit`` headers set the pace."""
+        now = self._clock()
+        if status == 429:
+            self.stats.throttled_429 += 1
+            block = retry_after if retry_after is not None else self._window_seconds
+            until = now + block
+            if until > self._blocked_until:
+                self.stats.blocked_seconds += until - max(self._blocked_until, now)
+                self._blocked_until = until
+            return
+        if ratelimit is not None and ratelimit.remaining is not None:
+            reset = (
+                ratelimit.reset_seconds
+                if ratelimit.reset_seconds is not None
+                else self._window_seconds
+            )
+            mine = math.floor(ratelimit.remaining * self._share)
+            self._hint_remaining = mine
+            self._hint_reset_at = now + reset
+
+    def snapshot(self) -> dict[str, float | int]:
+        """The budget's state for logs and metrics."""
+        return {
+            "share": round(self._share, 4),
+            "capacity": self.requests.capacity,
+            "used_in_window": self.requests.used(),
+            "remaining": self.requests.capacity - self.requests.used(),
+            "waiting": self.stats.waiting,
+            "blocked_for": round(self.blocked_for, 3),
+            "blocked_seconds_total": round(self.stats.blocked_seconds, 3),
+            "throttled_429": self.stats.throttled_429,
+        }

@@ -1,0 +1,221 @@
+"""Carrying out one job against the API: the error taxonomy and the retry policy.
+
+* transient errors (no answer, 5xx, ``success: false``) are retried with capped, jittered
+  exponential backoff until the command's deadline, then the job ends ``failed``;
+* a 429 blocks the whole replica (see :mod:`bridge.pipeline.budget`) and is waited out without
+  spending the deadline: rate limiting never fails a command;
+* 401/403 park the replica (see :mod:`bridge.pipeline.auth_gate`) and the job waits for the token
+  to work;
+* "already exists" on create is success: the instance's status is read and reported;
+* a status edit refused because the instance is already where the edit would take it (a
+  redelivered terminate, pause or resume) is success too; anything else refused is ``rejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from bridge.cloudflare.client import Answer, WorkflowsClient
+from bridge.config import PipelineSettings
+from bridge.contract.results import Outcome
+from bridge.errors import (
+    AlreadyExists,
+    ApiError,
+    AuthError,
+    Conflict,
+    RateLimited,
+    Rejected,
+)
+from bridge.pipeline.auth_gate import AuthGate
+from bridge.pipeline.budget import RequestBudget
+from bridge.pipeline.coalesce import BatchRefused, CreateCoalescer
+from bridge.pipeline.translate import CreateOp, EventOp, Job, JobOutcome, StatusOp
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+#: After a refused status edit, these statuses mean the edit's goal already holds.
+_ALREADY_THERE = {
+    "terminate": {"terminated"},
+    "pause": {"paused", "waitingForPause"},
+    "resume": {"running", "waiting", "queued"},
+}
+
+
+@dataclass(slots=True)
+class _Tally:
+    attempts: int = 0
+    http_status: int | None = None
+    cf_ray: str | None = None
+
+    def note(self, answer: Answer[Any] | ApiError) -> None:
+        self.http_status = answer.http_status
+        self.cf_ray = answer.cf_ray or self.cf_ray
+
+
+class Executor:
+    """Runs jobs through the budget, the coalescer and the client."""
+
+    def __init__(
+        self,
+        client: WorkflowsClient,
+        budget: RequestBudget,
+        coalescer: CreateCoalescer,
+        gate: AuthGate,
+        settings: PipelineSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._budget = budget
+        self._coalescer = coalescer
+        self._gate = gate
+        self._settings = settings
+        self._clock = clock
+
+    async def run(self, job: Job) -> JobOutcome:
+        """Carry out ``job``; never raises for API trouble, which becomes the outcome."""
+        tally = _Tally()
+        deadline = self._clock() + self._settings.retry_deadline_seconds
+        failures = 0
+        alone = False
+        while True:
+            await self._gate.wait()
+            try:
+                return await self._attempt(job, tally, alone=alone)
+            except BatchRefused:
+                alone = True
+            except AuthError as exc:
+                tally.note(exc)
+                self._gate.close(exc)
+            except RateLimited as exc:
+                tally.note(exc)  # the budget is blocked now; waiting there costs no deadline
+            except ApiError as exc:
+                tally.note(exc)
+                if not exc.retriable:
+                    return self._refused(exc, tally)
+                failures += 1
+                delay = self._backoff(failures, exc.retry_after)
+                if self._clock() + delay > deadline:
+                    return JobOutcome(
+                        Outcome.FAILED, None, exc, tally.attempts, exc.http_status, tally.cf_ray
+                    )
+                log.info(
+                    "api_retry",
+                    instance_id=job.instance_id,
+                    error=str(exc),
+                    delay=delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        base = self._settings.backoff_initial_seconds * 2.0 ** (failures - 1)
+        delay = min(base, self._settings.backoff_max_seconds) * random.uniform(0.5, 1.0)
+        return max(delay, retry_after or 0.0)
+
+    @staticmethod
+    def _refused(error: ApiError, tally: _Tally) -> JobOutcome:
+        return JobOutcome(
+            Outcome.REJECTED, None, error, tally.attempts, error.http_status, tally.cf_ray
+        )
+
+    async def _request(
+        self,
+        tally: _Tally,
+        call: Callable[[], Awaitable[Answer[T]]],
+        *,
+        creations: int = 0,
+        workflow: str | None = None,
+    ) -> Answer[T]:
+        async with self._budget.slot(creations=creations, workflow=workflow):
+            tally.attempts += 1
+            answer = await call()
+        tally.note(answer)
+        return answer
+
+    async def _attempt(self, job: Job, tally: _Tally, *, alone: bool) -> JobOutcome:
+        op = job.op
+        if isinstance(op, CreateOp):
+            return await self._create(job, op, tally, alone=alone)
+        if isinstance(op, EventOp):
+            await self._request(
+                tally,
+                lambda: self._client.send_event(
+                    job.workflow, job.instance_id, op.event_type, op.payload
+                ),
+            )
+            return JobOutcome(
+                Outcome.OK, None, None, tally.attempts, tally.http_status, tally.cf_ray
+            )
+        return await self._edit(job, op, tally)
+
+    async def _create(self, job: Job, op: CreateOp, tally: _Tally, *, alone: bool) -> JobOutcome:
+        if alone:
+            try:
+                answer = await self._request(
+                    tally,
+                    lambda: self._client.create(
+                        job.workflow,
+                        instance_id=job.instance_id,
+                        params=op.params,
+                        instance_retention=op.instance_retention,
+                    ),
+                    creations=1,
+                    workflow=job.workflow,
+                )
+                return self._ok(answer.result.status, tally)
+            except AlreadyExists:
+                pass
+        else:
+            tally.attempts += 1
+            batch = await self._coalescer.create(
+                job.workflow, job.instance_id, op.body(job.instance_id), size_bound=op.size_bound
+            )
+            tally.http_status, tally.cf_ray = batch.http_status, batch.cf_ray
+            if batch.created is not None:
+                return self._ok(batch.created.status, tally)
+        # The id was taken (a redelivery, or someone else's instance): report what is there.
+        current = await self._status_of(job, tally)
+        return JobOutcome(
+            Outcome.ALREADY_EXISTS, current, None, tally.attempts, tally.http_status, tally.cf_ray
+        )
+
+    @staticmethod
+    def _ok(status: str | None, tally: _Tally) -> JobOutcome:
+        return JobOutcome(Outcome.OK, status, None, tally.attempts, tally.http_status, tally.cf_ray)
+
+    async def _edit(self, job: Job, op: StatusOp, tally: _Tally) -> JobOutcome:
+        restarting = op.status == "restart"
+        try:
+            answer = await self._request(
+                tally,
+                lambda: self._client.edit_status(
+                    job.workflow, job.instance_id, op.status, rollback=op.rollback, from_=op.from_
+                ),
+                creations=1 if restarting else 0,
+                workflow=job.workflow if restarting else None,
+            )
+        except (Conflict, Rejected):
+            goal = _ALREADY_THERE.get(op.status)
+            if goal is None:
+                raise
+            current = await self._status_of(job, tally)
+            if current in goal:
+                return JobOutcome(
+                    Outcome.OK, current, None, tally.attempts, tally.http_status, tally.cf_ray
+                )
+            raise
+        return JobOutcome(
+            Outcome.OK, answer.result.status, None, tally.attempts, tally.http_status, tally.cf_ray
+        )
+
+    async def _status_of(self, job: Job, tally: _Tally) -> str | None:
+        answer = await self._request(tally, lambda: self._client.get(job.workflow, job.instance_id))
+        return answer.result.status

@@ -1,0 +1,395 @@
+"""The bridge: consume commands, carry them out, publish results, commit — and stop cleanly.
+
+Flow of one record (each step is a module of :mod:`bridge.pipeline`)::
+
+    intake ─► decode ─┬─ invalid ──────────────────────────────► rejected result + dead letter
+    (here)  (contract) └─ plan ─► keyed run ─► execute (API) ─► result (+ dead letter)
+                       (translate)  (keyed)     (executor)               │
+    commit ◄─────────────────── outbox (acks, finished prefix) ◄────────┘
+    (offsets)
+
+:class:`Bridge` is the process-level handle (settings, budget, readiness); :class:`Replica`
+holds the running parts, built together by :func:`open_replica`, and owns intake, flow control,
+shutdown and rebalancing. The outbox owns each command from intake until it is settled.
+
+An unexpected exception while decoding, planning, executing or answering a command is a bug:
+the command is answered ``failed`` with a dead letter naming the stage and the exception class,
+so one poison record cannot stall its partition. An exception that escapes even that (the outbox
+itself) stops the replica, and the command is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from bridge.cloudflare.client import WorkflowsClient
+from bridge.config import Settings
+from bridge.contract.decode import decode_command
+from bridge.errors import BridgeError, ContractError, InternalError, KafkaUnavailable
+from bridge.ops.health import HealthServer
+from bridge.pipeline import kafka_io
+from bridge.pipeline.auth_gate import AuthGate
+from bridge.pipeline.budget import RequestBudget
+from bridge.pipeline.coalesce import CreateCoalescer
+from bridge.pipeline.executor import Executor
+from bridge.pipeline.keyed import KeyedRunner
+from bridge.pipeline.outbox import Outbox, PendingCommand
+from bridge.pipeline.translate import (
+    Job,
+    Origin,
+    OutRecord,
+    plan,
+    records_for_crash,
+    records_for_invalid,
+    records_for_job,
+)
+
+log = structlog.get_logger(__name__)
+
+#: Seconds between log lines with the budget's state (remaining, waiting, time blocked).
+_REPORT_EVERY = 30.0
+#: The workflow the auth probe lists (one instance): any name answers when the token works.
+_PROBE_WORKFLOW = "workflows-bridge-auth-probe"
+
+
+@dataclass(slots=True)
+class _Work:
+    job: Job
+    command: PendingCommand
+
+
+class Bridge:
+    """One replica of the bridge; ``await Bridge(settings).run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        cf = settings.cloudflare
+        self.budget = RequestBudget(
+            requests=cf.budget_requests,
+            window_seconds=cf.budget_window_seconds,
+            creations_per_workflow=cf.creations_per_second_per_workflow,
+            creations_per_account=cf.creations_per_second_per_account,
+        )
+        self.ready = asyncio.Event()
+        self._replica: Replica | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain, commit and close everything."""
+        async with contextlib.AsyncExitStack() as stack:
+            replica = await stack.enter_async_context(open_replica(self.settings, self.budget))
+            if self.settings.health_port:
+                await stack.enter_async_context(
+                    HealthServer(self.readiness, port=self.settings.health_port)
+                )
+            self._replica = replica
+            self.ready.set()
+            log.info(
+                "bridge_started",
+                topics=self.settings.topics.commands,
+                group=self.settings.kafka.group_id,
+            )
+            try:
+                await replica.serve(stop)
+            finally:
+                self.ready.clear()
+                self._replica = None
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this replica can do its work now, and why not."""
+        replica = self._replica
+        if replica is None:
+            return False, {"running": False}
+        ok, detail = replica.readiness()
+        return ok and self.ready.is_set(), {"running": self.ready.is_set(), **detail}
+
+
+@contextlib.asynccontextmanager
+async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterator[Replica]:
+    """Every running part of one replica, started together and closed in reverse order."""
+    cf, pipeline = settings.cloudflare, settings.pipeline
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            WorkflowsClient(
+                account_id=cf.account_id,
+                api_token=cf.api_token.get_secret_value(),
+                base_url=cf.base_url,
+                timeout=httpx.Timeout(cf.request_timeout_seconds, connect=5.0),
+                limits=httpx.Limits(
+                    max_connections=cf.max_connections,
+                    max_keepalive_connections=cf.max_connections,
+                ),
+                on_response=budget.observe,
+            )
+        )
+        coalescer = await stack.enter_async_context(
+            CreateCoalescer(client, budget, linger_seconds=pipeline.batch_linger_ms / 1000)
+        )
+
+        async def probe() -> object:
+            async with budget.slot():
+                return await client.list_page(_PROBE_WORKFLOW, per_page=1)
+
+        gate = AuthGate(probe, interval=pipeline.auth_probe_seconds)
+        stack.push_async_callback(gate.aclose)
+        producer = await _started_producer(settings, stack)
+        replica = Replica(
+            settings,
+            budget=budget,
+            gate=gate,
+            executor=Executor(client, budget, coalescer, gate, pipeline),
+            outbox=Outbox(settings, producer),
+            consumer=kafka_io.make_consumer(settings),
+        )
+        await stack.enter_async_context(replica.runner)
+        await _start_consumer(replica, stack)
+        yield replica
+
+
+async def _started_producer(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> AIOKafkaProducer:
+    producer = kafka_io.make_producer(settings)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise KafkaUnavailable(f"cannot start the producer: {exc}") from exc
+    stack.push_async_callback(producer.stop)
+    return producer
+
+
+async def _start_consumer(replica: Replica, stack: contextlib.AsyncExitStack) -> None:
+    consumer = replica.consumer
+    # The group may assign partitions before start() returns: the listener is in place first.
+    consumer.subscribe(replica.settings.topics.commands, listener=_Listener(replica))
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise KafkaUnavailable(f"cannot start the consumer: {exc}") from exc
+    stack.push_async_callback(consumer.stop)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._replica.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._replica.on_assigned(set(assigned))
+
+
+class Replica:
+    """The running parts of one replica, which exist together from construction on."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        budget: RequestBudget,
+        gate: AuthGate,
+        executor: Executor,
+        outbox: Outbox,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        self.settings = settings
+        self.budget = budget
+        self.gate = gate
+        self.executor = executor
+        self.outbox = outbox
+        self.consumer = consumer
+        self.runner: KeyedRunner[tuple[str, str], _Work] = KeyedRunner(
+            self._handle, workers=settings.pipeline.max_concurrency, on_crash=self._crashed
+        )
+        self._paused = False
+        # Bound once, after logging is configured: the per-command lines then cost nothing when
+        # their level is filtered out (the lazy proxy would re-bind on every call).
+        self._command_log = log.bind()
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set (or the outbox fails), then drain and commit."""
+        try:
+            await self._consume(stop)
+        finally:
+            await self._drain()
+        if self.outbox.fatal is not None:
+            raise self.outbox.fatal
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        consumer, outbox = self.consumer, self.outbox
+        commit_every = self.settings.pipeline.commit_interval_seconds
+        next_commit = time.monotonic() + commit_every
+        next_report = time.monotonic() + _REPORT_EVERY
+        while not stop.is_set() and outbox.fatal is None:
+            self._backpressure()
+            room = self.settings.pipeline.max_pending - outbox.pending
+            try:
+                batches = await consumer.getmany(timeout_ms=100, max_records=min(500, max(room, 1)))
+            except KafkaError as exc:
+                raise KafkaUnavailable(f"fetching commands failed: {exc}") from exc
+            for tp, messages in batches.items():
+                for message in messages:
+                    await self._accept(tp, message)
+            if time.monotonic() >= next_commit:
+                await outbox.commit(consumer)
+                next_commit = time.monotonic() + commit_every
+            if time.monotonic() >= next_report:
+                log.info("budget", pending=outbox.pending, **self.budget.snapshot())
+                next_report = time.monotonic() + _REPORT_EVERY
+
+    async def _drain(self) -> None:
+        """Stop taking work, let in-flight commands finish within the grace period, commit."""
+        consumer, outbox = self.consumer, self.outbox
+        if consumer.assignment():
+            consumer.pause(*consumer.assignment())
+        timeout = self.settings.pipeline.drain_timeout_seconds
+        if not await outbox.wait_settled(None, timeout):
+            log.warning("drain_timeout", pending=outbox.pending)
+        with contextlib.suppress(BridgeError):
+            await outbox.commit(consumer)
+        log.info("bridge_drained", pending=outbox.pending)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {
+            "api_token_ok": self.gate.is_open,
+            "partitions": len(self.consumer.assignment()),
+            "pending": self.outbox.pending,
+            "budget": self.budget.snapshot(),
+        }
+        if self.gate.last_error is not None:
+            detail["api_error"] = str(self.gate.last_error)
+        return self.gate.is_open, detail
+
+    # -- intake ------------------------------------------------------------------------
+
+    async def _accept(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
+        origin = Origin(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=tuple((k, v if v is not None else b"") for k, v in message.headers),
+        )
+        stage = "decode"
+        try:
+            command = decode_command(message.value)
+            stage = "plan"
+            jobs = plan(command, origin)
+        except ContractError as exc:
+            await self._answer_now(tp, origin, records_for_invalid(origin, exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: answer it, do not stall the partition
+            await self._answer_now(tp, origin, records_for_crash(origin, stage, exc))
+            return
+        held = self.outbox.accept(tp, origin, jobs=len(jobs))
+        for job in jobs:
+            self.runner.submit(job.key, _Work(job, held))
+
+    async def _answer_now(
+        self, tp: TopicPartition, origin: Origin, records: list[OutRecord]
+    ) -> None:
+        command = self.outbox.accept(tp, origin, jobs=1)
+        self._command_log.warning("command_rejected", **records[0].log)
+        await self.outbox.job_done(command, records)
+
+    async def _handle(self, work: _Work) -> None:
+        job, command = work.job, work.command
+        started = time.monotonic()
+        stage = "execute"
+        try:
+            done = await self.executor.run(job)
+            stage = "answer"
+            records = records_for_job(job, done, command.origin)
+        except Exception as exc:  # a bug: answer the command, do not stall its partition
+            log.exception("command_crashed", stage=stage, instance_id=job.instance_id)
+            records = records_for_crash(command.origin, stage, exc, job)
+        for record in records:
+            if record.log:
+                self._command_log.info(
+                    "command_done",
+                    duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    **record.log,
+                )
+        await self.outbox.job_done(command, records)
+
+    def _crashed(self, work: _Work, error: Exception) -> None:
+        """Even answering failed: stop, so the command is redelivered to a fresh replica."""
+        self.outbox.stop_for(
+            InternalError(f"could not answer a command: {type(error).__name__}: {error}")
+        )
+
+    # -- flow control --------------------------------------------------------------------
+
+    def _backpressure(self) -> None:
+        consumer = self.consumer
+        pending = self.outbox.pending
+        limit = self.settings.pipeline.max_pending
+        stalled = self.budget.blocked_for > 0 or not self.gate.is_open
+        if not self._paused and (pending >= limit or stalled):
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+            log.info(
+                "consumption_paused",
+                pending=pending,
+                budget=self.budget.snapshot(),
+                auth_ok=self.gate.is_open,
+            )
+        elif self._paused and pending < max(1, int(limit * 0.8)) and not stalled:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
+            log.info("consumption_resumed", pending=pending)
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Give up partitions: drop their queued work, finish the running work, commit."""
+        if not revoked:
+            return
+        outbox = self.outbox
+        dropped = self.runner.drop(lambda work: work.command.tp in revoked)
+        for work in dropped:
+            outbox.job_dropped(work.command)
+        settled = await outbox.wait_settled(revoked, self.settings.pipeline.drain_timeout_seconds)
+        with contextlib.suppress(BridgeError):
+            await outbox.commit(self.consumer, revoked)
+        for tp in revoked:
+            outbox.forget(tp)
+        log.info(
+            "partitions_revoked",
+            partitions=sorted(str(tp) for tp in revoked),
+            dropped=len(dropped),
+            drained=settled,
+        )
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Take this replica's share of the token's budget: its part of all partitions."""
+        consumer = self.consumer
+        total = 0
+        for topic in self.settings.topics.commands:
+            partitions = consumer.partitions_for_topic(topic)
+            total += len(partitions) if partitions else 0
+        share = len(consumer.assignment()) / total if total else 1.0
+        self.budget.set_share(share)
+        if self._paused:
+            consumer.pause(*consumer.assignment())
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(str(tp) for tp in assigned),
+            budget_share=round(share, 4),
+        )

@@ -1,0 +1,345 @@
+"""The pure core: commands in, API jobs out; job outcomes in, output records out.
+
+Nothing here does I/O, so every rule of the contract's meaning (default ids, one result per
+command or batch item, what goes to the dead-letter topic) is testable without a broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.cloudflare.bodies import create_body
+from bridge.contract.commands import (
+    Command,
+    CreateBatchCommand,
+    CreateCommand,
+    InstanceRetention,
+    RestartCommand,
+    SendEventCommand,
+    TerminateCommand,
+)
+from bridge.contract.deadletter import HEADER_PREFIX, DeadLetterHeaders, dead_letter_headers
+from bridge.contract.decode import salvage
+from bridge.contract.results import ErrorInfo, Outcome, ResultRecord, Source
+from bridge.contract.rules import SERIALISED_GROWTH
+from bridge.errors import ApiError, BridgeError, ContractError
+
+Headers = tuple[tuple[str, bytes], ...]
+
+#: Larger command values are not copied into the dead letter (see :func:`_dead_letter`).
+MAX_DEAD_LETTER_VALUE = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The command record as it was consumed."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+    @property
+    def default_command_id(self) -> str:
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+    @property
+    def source(self) -> Source:
+        return Source(topic=self.topic, partition=self.partition, offset=self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOp:
+    params: Any = None
+    instance_retention: dict[str, Any] | None = None
+    #: An upper bound of :meth:`body`'s serialised size when one is cheap to know, else None.
+    size_bound: int | None = field(default=None, compare=False)
+
+    def body(self, instance_id: str) -> dict[str, Any]:
+        """The create body the API takes, alone or as one ``/batch`` item."""
+        return create_body(instance_id, self.params, self.instance_retention)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusOp:
+    status: str
+    rollback: bool | None = None
+    from_: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOp:
+    event_type: str
+    payload: Any
+
+
+Op = CreateOp | StatusOp | EventOp
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One API operation on one instance; a command yields one job, a batch one per item."""
+
+    command_id: str
+    action: str
+    workflow: str
+    instance_id: str
+    op: Op
+    #: Index in a ``create_batch``; None for single-instance commands.
+    item: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Jobs with the same key run one after another, in offset order."""
+        return (self.workflow, self.instance_id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job ended, with what the API said."""
+
+    outcome: Outcome
+    status: str | None = None
+    error: BridgeError | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    cf_ray: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to write: to the output topic or, with ``dead_letter``, to the DLQ."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    dead_letter: bool = False
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def derived_instance_id(command_id: str, item: int | None = None) -> str:
+    """A deterministic instance id for a create without one: redelivery makes no duplicate."""
+    basis = command_id if item is None else f"{command_id}#{item}"
+    return "wb-" + hashlib.blake2b(basis.encode(), digest_size=16).hexdigest()
+
+
+def _retention(value: InstanceRetention | None) -> dict[str, Any] | None:
+    return None if value is None else value.model_dump(exclude_none=True)
+
+
+def plan(command: Command, origin: Origin) -> list[Job]:
+    """The jobs that carry out ``command``."""
+    command_id = command.command_id or origin.default_command_id
+
+    def job(instance_id: str, op: Op, item: int | None = None) -> Job:
+        return Job(command_id, command.action, command.workflow, instance_id, op, item)
+
+    # A single create's body is never more than SERIALISED_GROWTH times its record, plus a
+    # derived id; batches are sized exactly, item by item.
+    bound = SERIALISED_GROWTH * len(origin.value or b"") + 64
+
+    match command:
+        case CreateCommand():
+            instance_id = command.instance_id or derived_instance_id(command_id)
+            create = CreateOp(command.params, _retention(command.instance_retention), bound)
+            return [job(instance_id, create)]
+        case CreateBatchCommand():
+            return [
+                job(
+                    item.instance_id or derived_instance_id(command_id, index),
+                    CreateOp(item.params, _retention(item.instance_retention)),
+                    index,
+                )
+                for index, item in enumerate(command.instances)
+            ]
+        case SendEventCommand():
+            return [job(command.instance_id, EventOp(command.event_type, command.payload))]
+        case TerminateCommand():
+            return [job(command.instance_id, StatusOp("terminate", rollback=command.rollback))]
+        case RestartCommand():
+            start = None if command.from_ is None else command.from_.model_dump(exclude_none=True)
+            return [job(command.instance_id, StatusOp("restart", from_=start))]
+        case _:
+            return [job(command.instance_id, StatusOp(command.action))]
+
+
+def error_info(error: BridgeError) -> ErrorInfo:
+    api = error if isinstance(error, ApiError) else None
+    return ErrorInfo(
+        type=type(error).__name__,
+        message=str(error),
+        http_status=api.http_status if api else None,
+        code=api.code if api else None,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def records_for_job(job: Job, done: JobOutcome, origin: Origin) -> list[OutRecord]:
+    """The result record of a finished job, and a dead-letter copy when it was not applied."""
+    at = _now()
+    result = ResultRecord(
+        command_id=job.command_id,
+        action=job.action,
+        workflow=job.workflow,
+        instance_id=job.instance_id,
+        outcome=done.outcome,
+        status=done.status,
+        error=None if done.error is None else error_info(done.error),
+        http_status=done.http_status,
+        cf_ray=done.cf_ray,
+        attempts=done.attempts,
+        source=origin.source,
+        at=at,
+    )
+    log = {
+        "command_id": job.command_id,
+        "instance_id": job.instance_id,
+        "workflow": job.workflow,
+        "action": job.action,
+        "outcome": done.outcome.value,
+        "status": done.status,
+        "attempts": done.attempts,
+    }
+    records = [
+        OutRecord(
+            job.instance_id.encode(), result.model_dump_json().encode(), origin.headers, log=log
+        )
+    ]
+    if done.outcome in (Outcome.REJECTED, Outcome.FAILED) and done.error is not None:
+        api = done.error if isinstance(done.error, ApiError) else None
+        records.append(
+            _dead_letter(
+                origin,
+                DeadLetterHeaders(
+                    topic=origin.topic,
+                    partition=origin.partition,
+                    offset=origin.offset,
+                    command_id=job.command_id,
+                    stage="api",
+                    class_name=type(done.error).__name__,
+                    message=str(done.error),
+                    outcome=done.outcome.value,
+                    field=None if job.item is None else f"instances[{job.item}]",
+                    http_status=api.http_status if api else None,
+                    code=api.code if api else None,
+                    cf_ray=api.cf_ray if api else None,
+                    attempts=done.attempts,
+                    at=at.isoformat(),
+                ),
+            )
+        )
+    return records
+
+
+def records_for_invalid(origin: Origin, error: ContractError) -> list[OutRecord]:
+    """A ``rejected`` result and a dead-letter copy for a record that is not a valid command."""
+    return _unapplied(
+        origin,
+        None,
+        Outcome.REJECTED,
+        error_info(error),
+        stage=error.stage,
+        class_name=type(error).__name__,
+        field=error.field,
+        rule=error.rule,
+    )
+
+
+def records_for_crash(
+    origin: Origin, stage: str, error: Exception, job: Job | None = None
+) -> list[OutRecord]:
+    """A ``failed`` result and a dead letter for a command the bridge itself failed on.
+
+    An unexpected exception is a bug in the bridge, not in the command: answering it (rather
+    than stopping) keeps one poison record from stalling its partition in a crash loop, and the
+    dead letter can be replayed once the bug is fixed. ``stage`` names where it happened.
+    """
+    name = type(error).__name__
+    info = ErrorInfo(type=name, message=f"unexpected error while {stage}: {name}: {error}")
+    return _unapplied(
+        origin,
+        job,
+        Outcome.FAILED,
+        info,
+        stage=stage,
+        class_name=name,
+        field=None if job is None or job.item is None else f"instances[{job.item}]",
+    )
+
+
+def _unapplied(
+    origin: Origin,
+    job: Job | None,
+    outcome: Outcome,
+    info: ErrorInfo,
+    *,
+    stage: str,
+    class_name: str,
+    field: str | None = None,
+    rule: str | None = None,
+) -> list[OutRecord]:
+    """The result and dead letter of a command that was not applied, addressed as well as the
+    job (or, without one, what can be salvaged from the record) allows."""
+    known = salvage(origin.value) if job is None else {}
+    command_id = job.command_id if job else known.get("command_id") or origin.default_command_id
+    instance_id = job.instance_id if job else known.get("instance_id")
+    at = _now()
+    result = ResultRecord(
+        command_id=command_id,
+        action=job.action if job else known.get("action"),
+        workflow=job.workflow if job else known.get("workflow"),
+        instance_id=instance_id,
+        outcome=outcome,
+        status=None,
+        error=info,
+        attempts=0,
+        source=origin.source,
+        at=at,
+    )
+    key = instance_id.encode() if instance_id else origin.key
+    log = {
+        "command_id": command_id,
+        "instance_id": instance_id,
+        "action": result.action,
+        "outcome": outcome.value,
+        "error": info.message,
+    }
+    return [
+        OutRecord(key, result.model_dump_json().encode(), origin.headers, log=log),
+        _dead_letter(
+            origin,
+            DeadLetterHeaders(
+                topic=origin.topic,
+                partition=origin.partition,
+                offset=origin.offset,
+                command_id=job.command_id if job else known.get("command_id"),
+                stage=stage,
+                class_name=class_name,
+                message=info.message,
+                outcome=outcome.value,
+                field=field,
+                rule=rule,
+                at=at.isoformat(),
+            ),
+        ),
+    ]
+
+
+def _dead_letter(origin: Origin, error: DeadLetterHeaders) -> OutRecord:
+    headers: list[tuple[str, bytes]] = dead_letter_headers(origin.headers, error)
+    value = origin.value
+    if value is not None and len(value) > MAX_DEAD_LETTER_VALUE:
+        # Kafka's default record limit is about 1 MB: a copy this large could be refused by the
+        # dead-letter topic and stall the bridge. The original stays in the command topic at
+        # the offset the headers name.
+        headers.append((HEADER_PREFIX + "value_omitted", str(len(value)).encode()))
+        value = None
+    return OutRecord(origin.key, value, tuple(headers), dead_letter=True)

@@ -1,0 +1,124 @@
+"""Production's pressure on a client: the global budget and its block, creation rates, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from bridge.local.emulator import CreationLimits, Emulator, Latency, RequestBudget
+from bridge.local.emulator.testing import error_of, result_of
+
+
+async def test_budget_admits_exactly_n_then_blocks_every_call(
+    emu: Emulator, api: httpx.AsyncClient
+) -> None:
+    emu.config.budget = RequestBudget(requests=5, window_seconds=1, block_seconds=1)
+    for n in range(5):
+        response = await api.get("orders/instances")
+        result_of(response)
+        assert response.headers["Ratelimit"] == f'"default";r={4 - n};t=1'
+        assert response.headers["Ratelimit-Policy"] == '"default";q=5;w=1'
+        assert "Retry-After" not in response.headers
+
+    over = await api.post("orders/instances", json={"instance_id": "over"})
+    refused_at = time.monotonic()
+    assert error_of(over) == (
+        429,
+        971,
+        "More than 5 requests per 1 seconds reached. "
+        "Please wait and consider throttling your request speed",
+    )
+    assert over.headers["Retry-After"] == "1"
+    assert over.headers["Ratelimit"].startswith('"default";r=0;')
+
+    blocked = 0
+    while True:  # every route is refused until the block ends, then a fresh window opens
+        response = await api.get("orders/instances/anything")
+        if response.status_code != 429:
+            break
+        assert response.headers["Retry-After"] == "1"
+        blocked += 1
+        await asyncio.sleep(0.1)
+    assert time.monotonic() - refused_at >= 0.95
+    assert error_of(response)[0] == 404  # the request went through to the route
+    assert blocked >= 5
+    assert emu.stats.throttled == {"budget": 1, "blocked": blocked}
+    assert emu.stats.rate_limited == blocked + 1
+    assert emu.instance("orders", "over") is None
+
+
+async def test_budget_window_slides_and_can_be_switched_off(
+    emu: Emulator, api: httpx.AsyncClient
+) -> None:
+    emu.config.budget = RequestBudget(requests=2, window_seconds=0.4, block_seconds=0)
+    result_of(await api.get("orders/instances"))
+    result_of(await api.get("orders/instances"))
+    assert (await api.get("orders/instances")).status_code == 429
+    await asyncio.sleep(0.05)  # block_seconds=0: the next request meets a fresh window
+    result_of(await api.get("orders/instances"))
+
+    emu.config.budget = None
+    response = await api.get("orders/instances")
+    result_of(response)
+    assert "Ratelimit" not in response.headers
+
+
+async def test_creation_rate_per_workflow_refuses_whole_batches(
+    emu: Emulator, api: httpx.AsyncClient
+) -> None:
+    emu.config.creation = CreationLimits(per_workflow=3)
+    for n in range(2):
+        result_of(await api.post("orders/instances", json={"instance_id": f"c{n}"}))
+    batch = [{"instance_id": "b1"}, {"instance_id": "b2"}]
+    refused = await api.post("orders/instances/batch", json=batch)
+    status, code, message = error_of(refused)
+    assert (status, code) == (429, 10429)
+    assert "per workflow" in message
+    assert refused.headers["Retry-After"] == "1"
+    assert emu.instance("orders", "b1") is None
+    assert emu.instance("orders", "b2") is None
+
+    result_of(await api.post("other/instances", json={"instance_id": "elsewhere"}))  # own budget
+    result_of(await api.post("orders/instances", json={"instance_id": "c2"}))
+    assert error_of(await api.post("orders/instances", json={"instance_id": "c3"}))[0] == 429
+    # duplicates and skipped items create nothing, so they are not charged
+    assert error_of(await api.post("orders/instances", json={"instance_id": "c0"}))[0] == 409
+    assert result_of(await api.post("orders/instances/batch", json=[{"instance_id": "c1"}])) == []
+
+    await asyncio.sleep(1.0)
+    assert len(result_of(await api.post("orders/instances/batch", json=batch))) == 2
+    assert emu.stats.throttled == {"creation": 2}
+    assert len(emu.instances("orders")) == 5
+
+
+async def test_creation_rate_per_account_and_restarts(
+    emu: Emulator, api: httpx.AsyncClient
+) -> None:
+    emu.config.creation = CreationLimits(per_account=3, retry_after=False)
+    result_of(await api.post("one/instances", json={"instance_id": "a"}))
+    result_of(await api.post("two/instances", json={"instance_id": "b"}))
+    result_of(await api.patch("one/instances/a/status", json={"status": "restart"}))
+    refused = await api.post("two/instances", json={"instance_id": "c"})
+    status, _, message = error_of(refused)
+    assert status == 429
+    assert "per account" in message
+    assert "Retry-After" not in refused.headers
+    again = await api.patch("two/instances/b/status", json={"status": "restart"})
+    assert error_of(again)[0] == 429
+    assert emu.instance("two", "b").restarts == 0  # type: ignore[union-attr]
+    assert emu.stats.restarts == {"one": 1}
+
+
+async def test_latency_is_added_to_every_answer(emu: Emulator, api: httpx.AsyncClient) -> None:
+    emu.config.latency = Latency(fixed_ms=150, jitter_ms=50)
+    started = time.monotonic()
+    result_of(await api.get("orders/instances"))
+    elapsed = time.monotonic() - started
+    assert 0.15 <= elapsed < 0.5
+    emu.config.latency.fixed_ms = 0
+    emu.config.latency.jitter_ms = 0
+    started = time.monotonic()
+    result_of(await api.get("orders/instances"))
+    assert time.monotonic() - started < 0.1

@@ -1,0 +1,158 @@
+"""The request budget: a true sliding window, shares, header pacing and 429 blocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.errors import RateLimitInfo
+from bridge.pipeline.budget import RequestBudget, SlidingWindow
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sliding_window_never_exceeds_capacity_in_any_window() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(10, 10.0, clock=clock)
+    grants: list[float] = []
+    for _ in range(200):
+        wait = window.wait_time()
+        assert wait is not None
+        clock.now += wait
+        window.begin()
+        window.end()
+        grants.append(clock.now)
+        clock.now += 0.05
+    # any 10 s window (the safety margin widens it) holds at most 10 grants
+    for i, start in enumerate(grants):
+        inside = [g for g in grants[i:] if g < start + 10.0]
+        assert len(inside) <= 10
+    # and the pace is close to the budget: 200 grants need about 19 windows
+    assert grants[-1] - grants[0] == pytest.approx(19 * 10.0 * 1.01, rel=0.05)
+
+
+def test_burst_then_refill_is_not_allowed() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(5, 10.0, clock=clock)
+    for _ in range(5):
+        assert window.wait_time() == 0
+        window.begin()
+        window.end()
+    clock.now += 9.0
+    wait = window.wait_time()
+    assert wait is not None
+    assert wait > 0.9  # a fixed-window counter would have reset by now
+
+
+def test_share_scales_capacity() -> None:
+    window = SlidingWindow(100, 1.0)
+    window.set_share(0.25)
+    assert window.capacity == 25
+    window.set_share(0.0)
+    assert window.capacity == 1
+
+
+async def test_429_blocks_every_request_until_retry_after() -> None:
+    budget = RequestBudget(
+        requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300
+    )
+    budget.observe(429, None, 0.3)
+    assert budget.blocked_for > 0.2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with budget.slot():
+        pass
+    assert loop.time() - started >= 0.28
+    assert budget.stats.throttled_429 == 1
+    assert budget.blocked_for == 0
+
+
+async def test_ratelimit_header_paces_to_reset() -> None:
+    budget = RequestBudget(
+        requests=100, window_seconds=10, creations_per_workflow=100, creations_per_account=300
+    )
+    budget.observe(200, RateLimitInfo(remaining=2, reset_seconds=0.3), None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(2):
+        async with budget.slot():
+            pass
+    assert loop.time() - started < 0.2
+    async with budget.slot():  # the server said nothing is left until the reset
+        pass
+    assert loop.time() - started >= 0.28
+
+
+async def test_creations_are_limited_per_workflow() -> None:
+    budget = RequestBudget(
+        requests=1000, window_seconds=10, creations_per_workflow=10, creations_per_account=300
+    )
+    assert budget.max_batch("w") == 10
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with budget.slot(creations=10, workflow="w"):
+        pass
+    async with budget.slot(creations=5, workflow="other"):  # another workflow is not held up
+        pass
+    assert loop.time() - started < 0.2
+    async with budget.slot(creations=1, workflow="w"):
+        pass
+    assert loop.time() - started >= 0.95
+
+
+def test_snapshot_reports_state() -> None:
+    budget = RequestBudget(
+        requests=1200, window_seconds=300, creations_per_workflow=100, creations_per_account=300
+    )
+    budget.set_share(0.5)
+    snap = budget.snapshot()
+    assert snap["capacity"] == 600
+    assert snap["remaining"] == 600
+    assert snap["blocked_for"] == 0
+
+
+def test_a_request_is_logged_when_its_answer_arrives() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(2, 10.0, clock=clock)
+    window.begin()
+    window.begin()
+    assert window.wait_time() is None  # full, and only an answer can start the clock
+    clock.now += 3.0  # the first burst is slow to arrive
+    window.end()
+    window.end()
+    clock.now += 9.0
+    # 12 s after the grant, but only 9 s after the answers: the server may still count them.
+    wait = window.wait_time()
+    assert wait is not None
+    assert wait > 0.9
+
+
+async def test_slot_holds_room_until_the_answer() -> None:
+    budget = RequestBudget(
+        requests=1, window_seconds=0.3, creations_per_workflow=10, creations_per_account=10
+    )
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def first() -> None:
+        async with budget.slot():
+            order.append("first sent")
+            await asyncio.sleep(0.2)  # slow answer
+            order.append("first answered")
+
+    async def second() -> None:
+        await asyncio.sleep(0.01)
+        async with budget.slot():
+            order.append("second sent")
+
+    started = loop.time()
+    await asyncio.gather(first(), second())
+    assert order == ["first sent", "first answered", "second sent"]
+    assert loop.time() - started >= 0.2 + 0.3  # a whole window after the first answer

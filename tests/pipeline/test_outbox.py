@@ -1,0 +1,107 @@
+"""The outbox never finishes an offset whose records did not all reach the broker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from bridge.config import CloudflareSettings, KafkaSettings, Settings
+from bridge.errors import KafkaUnavailable
+from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.translate import Origin, OutRecord
+
+TP = TopicPartition("cmd", 0)
+
+
+class FakeProducer:
+    """Stands in for AIOKafkaProducer.send: each call returns the next scripted future."""
+
+    def __init__(self, *, fail_send: bool = False) -> None:
+        self.fail_send = fail_send
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, **_: Any) -> asyncio.Future[Any]:
+        if self.fail_send:
+            raise KafkaTimeoutError("buffer full")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+def _settings() -> Settings:
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+
+
+def _origin(offset: int) -> Origin:
+    return Origin("cmd", 0, offset, None, b"{}")
+
+
+RECORD = OutRecord(b"k", b"{}", ())
+
+
+async def test_offset_finishes_only_after_every_ack() -> None:
+    producer = FakeProducer()
+    outbox = Outbox(_settings(), producer)
+    command = outbox.accept(TP, _origin(0), jobs=1)
+    await outbox.job_done(command, [RECORD, RECORD])
+    assert outbox.pending == 1
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    assert outbox.pending == 1  # one ack is still missing
+    producer.futures[1].set_result(None)
+    await asyncio.sleep(0)
+    assert outbox.pending == 0
+    assert await outbox.wait_settled(None, 1.0)
+    assert outbox.fatal is None
+
+
+async def test_a_failed_ack_stops_the_bridge_without_finishing() -> None:
+    producer = FakeProducer()
+    outbox = Outbox(_settings(), producer)
+    command = outbox.accept(TP, _origin(0), jobs=1)
+    await outbox.job_done(command, [RECORD])
+    producer.futures[0].set_exception(KafkaTimeoutError("no leader"))
+    await asyncio.sleep(0)
+    assert isinstance(outbox.fatal, KafkaUnavailable)
+    assert outbox.pending == 1  # not finished: it will be redelivered
+    assert await outbox.wait_settled(None, 1.0)  # but settled, so a drain does not hang
+
+
+async def test_a_refused_send_stops_the_bridge_without_finishing() -> None:
+    producer = FakeProducer(fail_send=True)
+    outbox = Outbox(_settings(), producer)
+    command = outbox.accept(TP, _origin(0), jobs=1)
+    await outbox.job_done(command, [RECORD])
+    assert isinstance(outbox.fatal, KafkaUnavailable)
+    assert outbox.pending == 1
+    assert await outbox.wait_settled(None, 1.0)
+
+
+async def test_a_command_settles_after_its_last_job_only() -> None:
+    producer = FakeProducer()
+    outbox = Outbox(_settings(), producer)
+    command = outbox.accept(TP, _origin(0), jobs=3)
+    await outbox.job_done(command, [RECORD])
+    outbox.job_dropped(command)
+    for future in producer.futures:
+        future.set_result(None)
+    await asyncio.sleep(0)
+    assert not await outbox.wait_settled(None, 0.05)  # one job is still running
+    await outbox.job_done(command, [RECORD])
+    assert await outbox.wait_settled(None, 1.0)
+    # a dropped job abandons the command: its offset is left for the partition's next owner
+    assert outbox.pending == 1
+    assert outbox.fatal is None
+
+
+async def test_a_stopping_bridge_does_not_wait_for_unsettled_commands() -> None:
+    outbox = Outbox(_settings(), FakeProducer())
+    outbox.accept(TP, _origin(0), jobs=1)
+    outbox.stop_for(KafkaUnavailable("broker gone"))
+    assert await outbox.wait_settled(None, 0.0)

@@ -1,0 +1,164 @@
+"""The bridge end to end: a real broker, the emulator over real HTTP, the real service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.local.emulator.config import DoStep, WaitForEventStep
+from bridge.local.topics import ensure_topics
+from tests.support.bridge_harness import (
+    NewTopic,
+    OutputReader,
+    Topics,
+    bridge_settings,
+    make_topics,
+    running_bridge,
+    send_commands,
+)
+from tests.support.kafka_harness import KafkaBroker
+
+
+def _waiting() -> WorkflowBehaviour:
+    return WorkflowBehaviour(
+        steps=(DoStep(name="a", duration_ms=10), WaitForEventStep(name="w", event_type="go"))
+    )
+
+
+async def test_every_action_end_to_end(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    # One partition: the batch (keyed by nothing) and later commands on its items keep their order.
+    topics = await make_topics(new_topic, 1)
+    wf = "orders"
+    commands: list[dict[str, Any] | bytes] = [
+        {
+            "action": "create",
+            "workflow": wf,
+            "instance_id": "a-1",
+            "params": {"n": 1},
+            "command_id": "c1",
+        },
+        {"action": "create", "workflow": wf, "command_id": "c2"},
+        {
+            "action": "create_batch",
+            "workflow": wf,
+            "command_id": "c3",
+            "instances": [{"instance_id": "b-1"}, {"instance_id": "b-2", "params": {"x": True}}],
+        },
+        {"action": "pause", "workflow": wf, "instance_id": "a-1", "command_id": "c4"},
+        {"action": "resume", "workflow": wf, "instance_id": "a-1", "command_id": "c5"},
+        {
+            "action": "send_event",
+            "workflow": wf,
+            "instance_id": "a-1",
+            "event_type": "go",
+            "payload": {"ok": 1},
+            "command_id": "c6",
+        },
+        {"action": "terminate", "workflow": wf, "instance_id": "b-1", "command_id": "c7"},
+        {"action": "restart", "workflow": wf, "instance_id": "b-1", "command_id": "c8"},
+        {"action": "create", "workflow": wf, "instance_id": "a-1", "command_id": "c9"},
+        {"action": "pause", "workflow": wf, "instance_id": "missing", "command_id": "c10"},
+        b"\xff not json",
+    ]
+    config = EmulatorConfig(workflows={wf: _waiting()})
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=12, dead_letters=2)
+        results = reader.by_command()
+        assert results["c1"][0]["outcome"] == "ok"
+        assert results["c1"][0]["status"] in ("queued", "running")
+        derived = results["c2"][0]["instance_id"]
+        assert derived.startswith("wb-")
+        assert emulator.instance(wf, derived) is not None
+        assert sorted(r["instance_id"] for r in results["c3"]) == ["b-1", "b-2"]
+        for cid in ("c4", "c5", "c6", "c7", "c8"):
+            assert results[cid][0]["outcome"] == "ok", results[cid]
+        assert results["c4"][0]["status"] in ("paused", "waitingForPause")
+        assert results["c7"][0]["status"] == "terminated"
+        assert results["c9"][0]["outcome"] == "already_exists"
+        assert results["c9"][0]["status"] is not None
+        assert results["c10"][0]["outcome"] == "rejected"
+        assert results["c10"][0]["error"]["http_status"] == 404
+        invalid = [r for r in reader.results if r["action"] is None]
+        assert len(invalid) == 1
+        assert invalid[0]["outcome"] == "rejected"
+        assert invalid[0]["error"]["type"] == "ContractError"
+        # dead letters keep the original bytes and say why in headers
+        values = sorted(record.value for record in reader.dead_letters)
+        assert b"\xff not json" in values
+        missing = next(r for r in reader.dead_letters if r.value != b"\xff not json")
+        assert json.loads(missing.value)["command_id"] == "c10"
+        headers = dict(missing.headers)
+        assert headers["workflows_bridge.errors.class_name"] == b"NotFound"
+        assert headers["workflows_bridge.errors.http_status"] == b"404"
+        # every result carries its source
+        assert all(r["source"]["topic"] == topics.commands for r in reader.results)
+        assert emulator.stats.created[wf] == 4
+        event_target = emulator.instance(wf, "a-1")
+        assert event_target is not None
+        assert [e[0] for e in event_target.events] == ["go"]
+
+
+async def test_every_kind_of_bad_input_is_answered_and_consumption_continues(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    # The command topic takes records over 1 MiB, so an oversized payload reaches the bridge.
+    topics = await make_topics(new_topic, 1)
+    commands_topic = unique_name("cmd-large")
+    await ensure_topics(
+        kafka_broker.bootstrap_servers,
+        {commands_topic: 1},
+        configs={commands_topic: {"max.message.bytes": str(4 * 1024 * 1024)}},
+    )
+    topics = Topics(commands=commands_topic, output=topics.output, dlq=topics.dlq)
+    bad: list[dict[str, Any] | bytes] = [
+        b"\xc3\x28",  # not UTF-8
+        b"{nope",  # not JSON
+        b"[1,2,3]",  # not an object
+        b"",  # empty
+        {"action": "launch", "workflow": "wf"},  # unknown action
+        {"action": "pause", "workflow": 12, "instance_id": "i"},  # wrong type
+        {"action": "pause", "workflow": "wf", "instance_id": "spaces are bad"},  # id rule
+        {"action": "pause", "workflow": "wf", "instance_id": "cf_" + "0" * 64},  # reserved id
+        {
+            "action": "create",
+            "workflow": "wf",
+            "params": {"blob": "x" * (1024 * 1024)},
+        },  # oversized
+        {"action": "pause", "workflow": "wf", "instance_id": "i", "colour": "red"},  # unknown field
+    ]
+    valid: dict[str, Any] = {"action": "create", "workflow": "wf", "instance_id": "after-the-bad"}
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, [*bad, valid])
+            await reader.until(results=len(bad) + 1, dead_letters=len(bad))
+        rejected = [r for r in reader.results if r["outcome"] == "rejected"]
+        assert len(rejected) == len(bad)
+        assert all(r["error"]["type"] == "ContractError" for r in rejected)
+        assert sorted(r["source"]["offset"] for r in rejected) == list(range(len(bad)))
+        assert [r["instance_id"] for r in reader.results if r["outcome"] == "ok"] == [
+            "after-the-bad"
+        ]
+        stages = {dict(d.headers)["workflows_bridge.errors.stage"] for d in reader.dead_letters}
+        assert stages == {b"decode", b"validate"}
+        omitted = "workflows_bridge.errors.value_omitted"
+        [huge] = [d for d in reader.dead_letters if omitted in dict(d.headers)]
+        assert not huge.value
+        assert int(dict(huge.headers)[omitted]) > 1024 * 1024
+        copied = {d.value for d in reader.dead_letters}
+        assert b"\xc3\x28" in copied
+        assert b"{nope" in copied
+        assert emulator.stats.requests.total() == 1  # no budget spent on bad input

@@ -1,0 +1,287 @@
+"""The bridge under pressure: ordering at concurrency, API faults, a refused token, coalescing,
+rate limits and a shared budget — each against the emulator behaving like production would."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from bridge.config import PipelineSettings
+from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.local.emulator.config import Faults, RequestBudget, WaitForEventStep
+from bridge.local.tansu import free_port
+from tests.support.bridge_harness import (
+    NewTopic,
+    OutputReader,
+    bridge_settings,
+    make_topics,
+    running_bridge,
+    send_commands,
+)
+from tests.support.kafka_harness import KafkaBroker
+
+Namer = Callable[[str], str]
+
+
+def _listening() -> WorkflowBehaviour:
+    # Instances wait for an event that never comes, so every event is kept and none is consumed.
+    return WorkflowBehaviour(steps=(WaitForEventStep(name="never", event_type="never"),))
+
+
+async def test_per_instance_order_holds_at_concurrency(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 4)
+    rnd = random.Random(11)
+    instances = [f"i-{n}" for n in range(40)]
+    commands: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": "wf", "instance_id": i} for i in instances
+    ]
+    seq: Counter[str] = Counter()
+    for _ in range(600):  # interleaved events, each carrying its per-instance sequence number
+        target = rnd.choice(instances)
+        commands.append(
+            {
+                "action": "send_event",
+                "workflow": "wf",
+                "instance_id": target,
+                "event_type": "tick",
+                "payload": {"seq": seq[target]},
+            }
+        )
+        seq[target] += 1
+    async with (
+        Emulator(
+            EmulatorConfig(workflows={"wf": _listening()}, latency={"jitter_ms": 15})
+        ) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            pipeline=PipelineSettings(max_concurrency=32),
+        )
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), within=120)
+        assert all(r["outcome"] == "ok" for r in reader.results)
+        for instance in instances:
+            view = emulator.instance("wf", instance)
+            assert view is not None
+            got = [payload["seq"] for kind, payload in view.events if kind == "tick"]
+            assert got == list(range(seq[instance])), instance
+        assert emulator.stats.requests["event"] == 600
+
+
+async def test_transient_faults_are_ridden_out_without_duplicates(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 4)
+    commands: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(60)
+    ]
+    commands += [
+        {"action": "terminate", "workflow": "wf", "instance_id": f"f-{n}"} for n in range(0, 60, 3)
+    ]
+    faults = Faults(
+        error_ratio=0.15,
+        soft_error_ratio=0.05,
+        drop_ratio=0.1,
+        apply_then_error_ratio=0.1,
+        apply_then_drop_ratio=0.1,
+    )
+    config = EmulatorConfig(workflows={"wf": _listening()}, faults=faults, seed=5)
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), within=120)
+        outcomes = Counter(r["outcome"] for r in reader.results)
+        assert set(outcomes) <= {"ok", "already_exists"}, outcomes
+        assert sum(emulator.stats.faults.values()) > 10  # the faults really happened
+        assert emulator.stats.created["wf"] == 60  # each instance once, despite retries
+        assert len(emulator.instances("wf")) == 60
+        terminated = {v.id for v in emulator.instances("wf") if v.status == "terminated"}
+        assert terminated == {f"f-{n}" for n in range(0, 60, 3)}
+        assert not reader.dead_letters
+
+
+async def test_refused_token_parks_instead_of_dead_lettering(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        emulator.config.revoked = True
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            pipeline=PipelineSettings(auth_probe_seconds=0.3, backoff_initial_seconds=0.05),
+        ).model_copy(update={"health_port": free_port()})
+        readyz = f"http://127.0.0.1:{settings.health_port}/readyz"
+        async with running_bridge(settings) as bridge, httpx.AsyncClient() as http:
+            await send_commands(
+                kafka_broker.bootstrap_servers,
+                topics.commands,
+                [
+                    {"action": "create", "workflow": "wf", "instance_id": f"a-{n}"}
+                    for n in range(10)
+                ],
+            )
+            async with asyncio.timeout(30):
+                while bridge.readiness()[1]["api_token_ok"]:
+                    await asyncio.sleep(0.05)
+            probes_before = emulator.stats.requests["list"]
+            async with asyncio.timeout(30):
+                while emulator.stats.requests["list"] < probes_before + 2:
+                    await asyncio.sleep(0.05)
+            assert not reader.results
+            assert not reader.dead_letters
+            assert emulator.stats.responses[403] < 20  # parked: probes, not a flood of retries
+            parked = await http.get(readyz)
+            assert parked.status_code == 503
+            assert parked.json()["api_token_ok"] is False
+            emulator.config.revoked = False
+            await reader.until(results=10, within=30)
+            recovered = await http.get(readyz)
+            assert recovered.status_code == 200
+            assert (await http.get(readyz.replace("readyz", "livez"))).status_code == 200
+        assert {r["outcome"] for r in reader.results} == {"ok"}
+        assert not reader.dead_letters
+        assert emulator.stats.created["wf"] == 10
+
+
+async def test_creates_are_coalesced_into_batches(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            pipeline=PipelineSettings(max_concurrency=256, batch_linger_ms=200),
+        )
+        # Produce first, so the bridge finds the whole backlog at once.
+        await send_commands(
+            kafka_broker.bootstrap_servers,
+            topics.commands,
+            [{"action": "create", "workflow": "wf", "instance_id": f"c-{n}"} for n in range(250)],
+        )
+        async with running_bridge(settings):
+            await reader.until(results=250, within=60)
+        assert {r["outcome"] for r in reader.results} == {"ok"}
+        assert emulator.stats.created["wf"] == 250
+        assert emulator.stats.requests["create"] == 0
+        assert emulator.stats.requests["batch"] == 3  # ceil(250 / 100)
+
+
+async def test_a_429_block_is_waited_out_without_failing_commands(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 2)
+    budget = RequestBudget(requests=15, window_seconds=2.0, block_seconds=2.0)
+    config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        # The bridge believes it may send far more than the emulator allows: it will hit the limit.
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            budget_requests=1000,
+            budget_window_seconds=2.0,
+        )
+        commands: list[dict[str, Any] | bytes] = [
+            {"action": "create", "workflow": "wf", "instance_id": "target"}
+        ]
+        commands += [
+            {
+                "action": "send_event",
+                "workflow": "wf",
+                "instance_id": "target",
+                "event_type": "e",
+                "payload": {"n": n},
+            }
+            for n in range(40)
+        ]
+        # Another tool on the same token spends the whole budget: the API now blocks everyone.
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {emulator.config.token}"}
+        ) as other:
+            url = f"{emulator.base_url}/accounts/acct/workflows/wf/instances"
+            while (await other.get(url)).status_code != 429:
+                pass
+        async with running_bridge(settings) as bridge:
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), within=90)
+            assert bridge.budget.stats.throttled_429 >= 1
+        assert emulator.stats.rate_limited >= 1
+        assert {r["outcome"] for r in reader.results} <= {"ok", "already_exists"}
+        assert not reader.dead_letters
+        view = emulator.instance("wf", "target")
+        assert view is not None
+        assert len([e for e in view.events if e[0] == "e"]) == 40
+
+
+async def test_two_replicas_share_one_budget(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 4)
+    budget = RequestBudget(requests=40, window_seconds=2.0, block_seconds=2.0)
+    config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
+    group = unique_name("g")
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        for n in range(8):
+            emulator.add_instance("wf", f"s-{n}")
+        # Each replica is told the token's whole budget; together they must stay inside it.
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            budget_requests=40,
+            budget_window_seconds=2.0,
+        )
+        async with running_bridge(settings) as first, running_bridge(settings) as second:
+            async with asyncio.timeout(30):
+                while first.budget.share > 0.5 or second.budget.share > 0.5:
+                    await asyncio.sleep(0.05)
+            commands: list[dict[str, Any] | bytes] = [
+                {
+                    "action": "send_event",
+                    "workflow": "wf",
+                    "instance_id": f"s-{n % 8}",
+                    "event_type": "e",
+                }
+                for n in range(120)
+            ]
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), within=120)
+            assert first.budget.share + second.budget.share <= 1.0
+        assert emulator.stats.rate_limited == 0
+        assert {r["outcome"] for r in reader.results} == {"ok"}

@@ -1,0 +1,145 @@
+"""The pure translator: commands to jobs, outcomes to result and dead-letter records."""
+
+from __future__ import annotations
+
+import json
+
+from bridge.contract.decode import decode_command
+from bridge.contract.results import OUTPUT_ADAPTER, Outcome, ResultRecord
+from bridge.contract.rules import instance_id_problem
+from bridge.errors import ContractError, NotFound, TransportError
+from bridge.pipeline.translate import (
+    CreateOp,
+    EventOp,
+    JobOutcome,
+    Origin,
+    StatusOp,
+    derived_instance_id,
+    plan,
+    records_for_invalid,
+    records_for_job,
+)
+
+ORIGIN = Origin("cmds", 2, 41, b"k", b'{"x":1}', (("trace", b"abc"),))
+
+
+def _plan(data: dict[str, object]) -> list:  # type: ignore[type-arg]
+    return plan(decode_command(json.dumps(data).encode()), ORIGIN)
+
+
+def test_derived_ids_are_deterministic_valid_and_distinct() -> None:
+    first = derived_instance_id("c-1")
+    assert first == derived_instance_id("c-1")
+    assert first != derived_instance_id("c-2")
+    assert derived_instance_id("c-1", 0) != derived_instance_id("c-1", 1)
+    assert instance_id_problem(first) is None
+
+
+def test_create_without_id_uses_the_default_command_id() -> None:
+    [job] = _plan({"action": "create", "workflow": "w", "params": {"a": 1}})
+    assert job.command_id == "cmds-2-41"
+    assert job.instance_id == derived_instance_id("cmds-2-41")
+    assert job.op == CreateOp({"a": 1}, None)
+    assert job.op.body(job.instance_id) == {"instance_id": job.instance_id, "params": {"a": 1}}
+
+
+def test_batch_plans_one_job_per_item() -> None:
+    jobs = _plan(
+        {
+            "action": "create_batch",
+            "workflow": "w",
+            "command_id": "b",
+            "instances": [
+                {"instance_id": "x"},
+                {"instance_retention": {"success_retention": "1 day"}},
+            ],
+        }
+    )
+    assert [j.item for j in jobs] == [0, 1]
+    assert jobs[0].instance_id == "x"
+    assert jobs[1].instance_id == derived_instance_id("b", 1)
+    assert jobs[1].op == CreateOp(None, {"success_retention": "1 day"})
+
+
+def test_status_and_event_jobs() -> None:
+    [terminate] = _plan(
+        {"action": "terminate", "workflow": "w", "instance_id": "i", "rollback": True}
+    )
+    assert terminate.op == StatusOp("terminate", rollback=True)
+    [restart] = _plan(
+        {"action": "restart", "workflow": "w", "instance_id": "i", "from": {"name": "s"}}
+    )
+    assert restart.op == StatusOp("restart", from_={"name": "s"})
+    [pause] = _plan({"action": "pause", "workflow": "w", "instance_id": "i"})
+    assert pause.op == StatusOp("pause")
+    [event] = _plan(
+        {"action": "send_event", "workflow": "w", "instance_id": "i", "event_type": "e"}
+    )
+    assert event.op == EventOp("e", {})
+    assert event.key == ("w", "i")
+
+
+def test_ok_result_has_no_dead_letter_and_keeps_headers() -> None:
+    [job] = _plan({"action": "pause", "workflow": "w", "instance_id": "i", "command_id": "c"})
+    [record] = records_for_job(
+        job, JobOutcome(Outcome.OK, "paused", attempts=1, http_status=200, cf_ray="r"), ORIGIN
+    )
+    assert record.key == b"i"
+    assert record.headers == ORIGIN.headers
+    result = OUTPUT_ADAPTER.validate_json(record.value or b"")
+    assert isinstance(result, ResultRecord)
+    assert (result.outcome, result.status, result.attempts, result.cf_ray) == (
+        Outcome.OK,
+        "paused",
+        1,
+        "r",
+    )
+    assert (result.source.topic, result.source.partition, result.source.offset) == ("cmds", 2, 41)
+
+
+def test_rejected_and_failed_results_are_dead_lettered() -> None:
+    jobs = _plan(
+        {
+            "action": "create_batch",
+            "workflow": "w",
+            "instances": [{"instance_id": "a"}, {"instance_id": "b"}],
+        }
+    )
+    error = NotFound("GET …: HTTP 404: not found", http_status=404, code=10400, cf_ray="ray")
+    _result, dead = records_for_job(
+        jobs[1], JobOutcome(Outcome.REJECTED, None, error, 1, 404, "ray"), ORIGIN
+    )
+    assert dead.dead_letter
+    assert (dead.key, dead.value) == (ORIGIN.key, ORIGIN.value)
+    headers = dict(dead.headers)
+    assert headers["trace"] == b"abc"
+    assert headers["workflows_bridge.errors.class_name"] == b"NotFound"
+    assert headers["workflows_bridge.errors.field"] == b"instances[1]"
+    assert headers["workflows_bridge.errors.code"] == b"10400"
+    assert headers["workflows_bridge.errors.offset"] == b"41"
+    failed = records_for_job(
+        jobs[0], JobOutcome(Outcome.FAILED, None, TransportError("timed out"), 7), ORIGIN
+    )
+    assert len(failed) == 2
+    assert json.loads(failed[0].value or b"")["error"]["type"] == "TransportError"
+
+
+def test_invalid_record_gets_result_and_dead_letter() -> None:
+    origin = Origin(
+        "cmds", 0, 5, b"key", b'{"action":"pause","workflow":"w","instance_id":"bad id"}'
+    )
+    try:
+        decode_command(origin.value)
+    except ContractError as exc:
+        result, dead = records_for_invalid(origin, exc)
+    else:
+        raise AssertionError("the command is invalid")
+    body = json.loads(result.value or b"")
+    assert body["outcome"] == "rejected"
+    assert body["instance_id"] == "bad id"
+    assert body["command_id"] == "cmds-0-5"
+    assert result.key == b"bad id"
+    assert dead.value == origin.value
+    headers = dict(dead.headers)
+    assert headers["workflows_bridge.errors.field"] == b"instance_id"
+    assert headers["workflows_bridge.errors.stage"] == b"validate"
