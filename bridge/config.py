@@ -1,7 +1,12 @@
 """Configuration: environment variables (``BRIDGE_`` prefix, ``__`` for nesting) and TOML.
 
-Environment variables win over the TOML file given with ``--config``. A missing or invalid value
-stops the start with one :class:`~bridge.errors.ConfigError` that names the variable.
+Two ways in, on purpose:
+
+* :func:`load_settings` is how a deployed bridge is configured: values given in code first, then
+  ``BRIDGE_*`` environment variables, then the TOML file given with ``--config``. A missing or
+  invalid value stops the start with one :class:`~bridge.errors.ConfigError` naming the variable.
+* ``Settings(...)`` built in code (the tests, ``dev``, the benchmark) reads nothing else: an
+  operator's exported ``BRIDGE_*`` variables can never point a local tool at production.
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ from typing import Annotated, Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from bridge.cloudflare.bodies import DEFAULT_BASE_URL
 from bridge.errors import ConfigError
@@ -99,7 +110,7 @@ class PipelineSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Everything ``workflows-bridge run`` needs."""
+    """Everything ``workflows-bridge run`` needs; built in code, it reads only what it is given."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -126,30 +137,60 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first, then values passed in (the TOML file): the environment wins.
-        return (env_settings, init_settings)
+        return (init_settings,)
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings; raise :class:`ConfigError` naming the first bad variable."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            values = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-    values.update(overrides)
-    # Start the required sections empty so a missing value is reported by its full name.
-    values.setdefault("kafka", {})
-    values.setdefault("cloudflare", {})
+def environment_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every ``BRIDGE_*`` variable the settings read, in declaration order."""
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(environment_variables(annotation, f"{prefix}{name.upper()}__"))
+        else:
+            names.append(prefix + name.upper())
+    return names
+
+
+def _read_toml(config_file: Path) -> dict[str, Any]:
     try:
-        return Settings(**values)
+        return tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """The deployed configuration: ``overrides``, then ``BRIDGE_*`` variables, then the file.
+
+    Raises :class:`ConfigError` naming every bad variable.
+    """
+    from_file = _read_toml(config_file) if config_file is not None else {}
+    # Start the required sections empty so a missing value is reported by its full name.
+    from_file.setdefault("kafka", {})
+    from_file.setdefault("cloudflare", {})
+
+    class Deployed(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # Earlier sources win: code, then the environment, then the file.
+            file_source = InitSettingsSource(settings_cls, init_kwargs=from_file)
+            return (init_settings, env_settings, file_source)
+
+    try:
+        return Deployed(**overrides)
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

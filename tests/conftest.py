@@ -5,18 +5,29 @@ See ``tests/support/kafka_harness.py`` for the environment variables that choose
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
+import hypothesis
 import pytest
 import pytest_asyncio
 import structlog
 
 from bridge.local import EmbeddedTansu, ensure_topics
 from bridge.local.topics import TopicState
-from tests.support import kafka_harness
+from tests.support import hermetic, kafka_harness
 from tests.support.kafka_harness import BrokerSettings, Flavour, KafkaBroker
 
 pytest_plugins = ("pytester",)
+
+# Property tests must not depend on the machine's speed: no per-example deadline, and no health
+# check that fails a test because another process kept the cores busy while it generated data.
+hypothesis.settings.register_profile(
+    "suite",
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+)
+hypothesis.settings.load_profile("suite")
 
 _SETTINGS = pytest.StashKey[BrokerSettings]()
 
@@ -25,6 +36,9 @@ _SETTINGS = pytest.StashKey[BrokerSettings]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The whole suite runs with every BRIDGE_* variable exported and pointing nowhere: a fixture
+    # or tool that read them instead of its own broker and emulator fails (tests/support/hermetic).
+    os.environ.update(hermetic.hostile_environment())
     try:
         config.stash[_SETTINGS] = kafka_harness.broker_settings()
     except ValueError as exc:

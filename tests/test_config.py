@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.config import load_settings
+from bridge.cloudflare.bodies import DEFAULT_BASE_URL
+from bridge.config import (
+    CloudflareSettings,
+    KafkaSettings,
+    Settings,
+    TopicSettings,
+    environment_variables,
+    load_settings,
+)
 from bridge.errors import ConfigError
+from tests.support.hermetic import hostile_environment
 
 REQUIRED = {
     "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": "broker:9092",
@@ -83,3 +92,40 @@ def test_run_without_config_exits_2_naming_the_variable(
 ) -> None:
     assert main(["run"]) == 2
     assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" in capsys.readouterr().err
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in hostile_environment().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="mine:9092"),
+        cloudflare=CloudflareSettings(account_id="acct", api_token="mine"),
+    )
+    assert settings.kafka.bootstrap_servers == "mine:9092"
+    assert settings.kafka.group_id == "workflows-bridge"
+    assert settings.topics == TopicSettings()
+    assert settings.cloudflare.base_url == DEFAULT_BASE_URL
+    assert settings.cloudflare.api_token.get_secret_value() == "mine"
+    assert settings.health_port == 8080
+
+
+def test_values_given_in_code_win_over_the_environment(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.setenv("BRIDGE_KAFKA__GROUP_ID", "env-group")
+    settings = load_settings(
+        kafka={"bootstrap_servers": "code:9092"}, cloudflare={"base_url": "http://127.0.0.1:1"}
+    )
+    assert settings.kafka.bootstrap_servers == "code:9092"
+    assert settings.kafka.group_id == "env-group"  # not given in code: the environment's
+    assert settings.cloudflare.base_url == "http://127.0.0.1:1"
+    assert settings.cloudflare.account_id == "acct"
+
+
+def test_every_documented_variable_is_known() -> None:
+    names = environment_variables()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in names:
+        assert f"`{name}`" in readme, f"{name} is not in the README"
+    assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" in names
+    assert "BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS" in names

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
 
 from bridge.local.emulator import Emulator
 from tests.support.bridge_harness import Topics
+from tests.support.hermetic import without_bridge_variables
 from tests.support.kafka_harness import Flavour, KafkaBroker
 
 
@@ -28,7 +28,7 @@ class BridgeProcess:
     ) -> None:
         self.log_path = log_path
         self.env = {
-            **os.environ,
+            **without_bridge_variables(),
             "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "BRIDGE_KAFKA__GROUP_ID": group,
             "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": "2000",
