@@ -124,8 +124,9 @@ def _register_tool(
             )
             return EXIT_CONFIG
 
-        stand_in = subparsers.add_parser(name, add_help=False)
-        stand_in.add_argument("rest", nargs=argparse.REMAINDER)
+        # Takes any arguments (none of them are options here) so the message is what is shown.
+        stand_in = subparsers.add_parser(name, add_help=False, prefix_chars="\0")
+        stand_in.add_argument("rest", nargs="*")
         stand_in.set_defaults(handler=unavailable)
 
 

@@ -1,4 +1,10 @@
-"""Logging: JSON lines off a terminal, readable console output on one; secrets never printed."""
+"""Logging: JSON lines off a terminal, readable console output on one; secrets never printed.
+
+The bridge logs with structlog; libraries (aiokafka, aiohttp) log with the standard library.
+Both go through the same processors and renderer, so every line has one format, carries the
+same fields (``event``, ``level``, ``timestamp``, plus ``logger`` for library lines) and is
+redacted the same way. Event names are stable snake_case words (README, "Log events").
+"""
 
 from __future__ import annotations
 
@@ -38,19 +44,23 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
 
 
 def configure(*, fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog (and stdlib logging, for aiokafka's records) once at start-up."""
+    """Set up structlog, and route the standard library's logging into it, once at start-up."""
     out = sys.stderr if stream is None else stream
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    exceptions: Any = (
+        structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info,
+            timestamper,
+            exceptions,
             redact,
             renderer,
         ],
@@ -58,8 +68,24 @@ def configure(*, fmt: str = "auto", level: str = "info", stream: TextIO | None =
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING),
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
+    # Library records: the same fields, redaction and renderer as the bridge's own lines.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                redact,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    # Libraries are chatty at info; their warnings and errors are what an operator needs.
+    root.setLevel(max(numeric, logging.WARNING))

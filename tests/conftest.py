@@ -5,6 +5,7 @@ See ``tests/support/kafka_harness.py`` for the environment variables that choose
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
@@ -157,5 +158,9 @@ def new_topic(
 @pytest.fixture(autouse=True)
 def _fresh_structlog() -> Generator[None, None, None]:
     """A test that configures logging (``main(["run"])`` does) must not leak it into the next."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.reset_defaults()
+    root.handlers = handlers
+    root.setLevel(level)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from bridge.errors import ConfigError
+
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
@@ -32,7 +34,13 @@ class HealthServer:
         return port
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        except OSError as exc:
+            raise ConfigError(
+                f"BRIDGE_HEALTH_PORT: cannot listen on {self._host}:{self._port}: "
+                f"{exc.strerror or exc}"
+            ) from None
         return self
 
     async def __aexit__(

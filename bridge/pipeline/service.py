@@ -87,11 +87,11 @@ class Bridge:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain, commit and close everything."""
         async with contextlib.AsyncExitStack() as stack:
-            replica = await stack.enter_async_context(open_replica(self.settings, self.budget))
-            if self.settings.health_port:
+            if self.settings.health_port:  # first: a taken port stops the start before anything
                 await stack.enter_async_context(
                     HealthServer(self.readiness, port=self.settings.health_port)
                 )
+            replica = await stack.enter_async_context(open_replica(self.settings, self.budget))
             self._replica = replica
             self.ready.set()
             log.info(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
@@ -37,8 +39,12 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         shutdown_timeout: float = 0.5,
+        limits_clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``limits_clock`` times the request budget and the creation limits (tests pass a
+        clock they advance themselves instead of sleeping)."""
         self._config = config if config is not None else EmulatorConfig()
+        self._limits_clock = limits_clock
         self._host = host
         self._port = port
         self._shutdown_timeout = shutdown_timeout
@@ -54,7 +60,7 @@ class Emulator:
         async with AsyncExitStack() as stack:
             engine = Engine(self._config, asyncio.get_running_loop())
             stack.callback(engine.close)
-            server = ApiServer(self._config, engine, self._stats)
+            server = ApiServer(self._config, engine, self._stats, clock=self._limits_clock)
             runner = web.AppRunner(
                 server.app, access_log=None, shutdown_timeout=self._shutdown_timeout
             )

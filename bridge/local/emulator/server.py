@@ -103,8 +103,17 @@ def resolve(method: str, raw_path: str) -> Target:
 class ApiServer:
     """The aiohttp application; ``app`` is what the runner serves."""
 
-    def __init__(self, config: EmulatorConfig, engine: Engine, stats: Stats) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        engine: Engine,
+        stats: Stats,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
+        #: Seconds on a monotonic scale for the budget and the creation limits.
+        self._clock = clock
         self._engine = engine
         self._stats = stats
         self._budget = RequestBudgetLimiter()
@@ -156,7 +165,7 @@ class ApiServer:
         budget = self._config.budget
         if budget is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         was_blocked = self._budget.blocked(now)
         try:
             self._budget.admit(budget, now)
@@ -166,7 +175,7 @@ class ApiServer:
 
     def _take_creations(self, workflow: str, count: int) -> None:
         try:
-            self._creation.take(self._config.creation, workflow, count, time.monotonic())
+            self._creation.take(self._config.creation, workflow, count, self._clock())
         except ApiProblem:
             self._stats.throttled["creation"] += 1
             raise
@@ -202,7 +211,7 @@ class ApiServer:
         headers = {"cf-ray": f"{os.urandom(8).hex()}-EMU"}
         budget = self._config.budget
         if budget is not None:
-            headers.update(self._budget.state(budget, time.monotonic()).headers())
+            headers.update(self._budget.state(budget, self._clock()).headers())
         if retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"
         self._stats.responses[status] += 1
