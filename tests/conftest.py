@@ -17,6 +17,7 @@ import structlog
 from bridge.local import EmbeddedTansu, ensure_topics
 from bridge.local.topics import TopicState
 from tests.support import hermetic, kafka_harness
+from tests.support import secure_kafka as secure_kafka_harness
 from tests.support.kafka_harness import BrokerSettings, Flavour, KafkaBroker
 
 pytest_plugins = ("pytester",)
@@ -155,6 +156,16 @@ def new_topic(
 # -- isolation ----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def operator_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``BRIDGE_*`` variable set, for a test that runs a tool in-process: tools read the
+    operator's variables as ``run`` does, and the suite's hostile ones would stop them."""
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
 @pytest.fixture(autouse=True)
 def _fresh_structlog() -> Generator[None, None, None]:
     """A test that configures logging (``main(["run"])`` does) must not leak it into the next."""
@@ -164,3 +175,22 @@ def _fresh_structlog() -> Generator[None, None, None]:
     structlog.reset_defaults()
     root.handlers = handlers
     root.setLevel(level)
+
+
+# -- the secured broker -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> secure_kafka_harness.SecureKafka:
+    """The secured listeners of ``start-kafka.sh --secure DIR`` (``$KAFKA_SECURE_DIR``)."""
+    directory = secure_kafka_harness.secure_dir()
+    if directory is None or not (directory / "secure.json").exists():
+        reason = (
+            f"needs the secured Apache Kafka listeners: start the broker with "
+            f"scripts/kafka/start-kafka.sh --secure DIR and set "
+            f"{secure_kafka_harness.SECURE_DIR_ENV}=DIR"
+        )
+        if secure_kafka_harness.secure_required():
+            pytest.fail(f"{secure_kafka_harness.REQUIRE_SECURE_ENV}=1 and this test {reason}")
+        pytest.skip(reason)
+    return secure_kafka_harness.SecureKafka.load(directory)

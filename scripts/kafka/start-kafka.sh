@@ -2,8 +2,18 @@
 # Start a single-node Apache Kafka 4.1.x broker (KRaft, combined broker+controller) for tests.
 #
 #   scripts/kafka/start-kafka.sh [STATE_DIR]        -> prints 127.0.0.1:PORT on stdout
+#   scripts/kafka/start-kafka.sh --secure DIR       -> the same, plus secured listeners (below)
 #   scripts/kafka/start-kafka.sh --stop STATE_DIR   -> SIGTERM, then SIGKILL after a grace period
 #   scripts/kafka/start-kafka.sh --fetch            -> only resolve the jars into scripts/kafka/libs
+#
+# --secure DIR: DIR is the state folder, and the broker gets, besides PLAINTEXT, three more
+# listeners on 127.0.0.1: SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN), SSL requiring a
+# client certificate (mTLS), and SASL_PLAINTEXT (SCRAM-SHA-512, PLAIN, and OAUTHBEARER with
+# Kafka's unsecured JWT validator). A CA, the broker's certificate (SAN 127.0.0.1, localhost) and
+# a client certificate (key encrypted with a password) are generated with openssl into DIR/tls,
+# the SCRAM user is created when the storage is formatted. DIR/sasl_ssl.env, DIR/mtls.env and
+# DIR/sasl_plaintext.env hold BRIDGE_KAFKA__*=... lines for `workflows-bridge run` (secrets as
+# *_FILE paths); DIR/secure.json lists the listeners, users and files for tests.
 #
 # The broker runs straight from the Maven Central jars (no tarball, no Docker). The jars are
 # fetched once with Maven into scripts/kafka/libs (gitignored) and reused afterwards.
@@ -113,13 +123,14 @@ check_java() {
     [ -n "$major" ] && [ "$major" -ge 17 ] || die "Kafka 4.x needs Java 17 or newer; found '${major:-unknown}'"
 }
 
-# Two distinct free loopback ports, as "PORT CPORT". Both sockets are held open until both are
-# chosen so the kernel cannot hand out the same port twice.
+# N distinct free loopback ports (default 2: "PORT CPORT"). All sockets are held open until all
+# are chosen so the kernel cannot hand out the same port twice.
 free_ports() {
-    python3 - <<'PY'
+    python3 - "${1:-2}" <<'PY'
 import socket
+import sys
 socks = []
-for _ in range(2):
+for _ in range(int(sys.argv[1])):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -180,17 +191,132 @@ log.retention.check.interval.ms=5000
 EOF
 }
 
+# -- --secure: certificates, listeners, users and the env files --------------------------------
+
+SCRAM_USER=bridge
+PLAIN_USER=bridge-plain
+
+# A random password of hex digits (safe in properties, JAAS and env files).
+random_secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
+
+# The CA, the broker's certificate and a client certificate, in DIR/tls. Everything is PEM; the
+# broker's key and chain also go into a PKCS12 keystore; the client key is encrypted.
+generate_tls() {
+    local tls=$1/tls
+    command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+    rm -rf "$tls"
+    mkdir -p "$tls"
+    (
+        cd "$tls"
+        set -e
+        random_secret >keystore.password
+        random_secret >client.key.password
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=workflows-bridge test CA" \
+            -keyout ca.key -out ca.pem
+        # A second CA nobody trusts: tests sign a client certificate with it.
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=untrusted test CA" \
+            -keyout untrusted-ca.key -out untrusted-ca.pem
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >broker.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+            -extfile broker.ext -out broker.pem
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+            -passout "file:keystore.password" -out broker.p12
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=workflows-bridge" -keyout client.plain.key \
+            -out client.csr
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+            -extfile client.ext -out client.pem
+        openssl pkcs8 -topk8 -in client.plain.key -v2 aes-256-cbc \
+            -passout "file:client.key.password" -out client.key
+        openssl x509 -req -in client.csr -CA untrusted-ca.pem -CAkey untrusted-ca.key \
+            -CAcreateserial -days 30 -extfile client.ext -out untrusted-client.pem
+        rm -f ./*.csr ./*.ext ./*.srl
+    ) >"$1/tls.out" 2>&1 || { cat "$1/tls.out" >&2; die "generating certificates failed"; }
+    random_secret >"$tls/scram.password"
+    random_secret >"$tls/plain.password"
+    chmod 600 "$tls"/*.key "$tls"/*.password
+}
+
+# Appended to server.properties: the three secured listeners.
+write_secure_properties() {
+    local file=$1 tls=$2/tls sasl_ssl=$3 mtls=$4 sasl_plain=$5 plain keystore_pw
+    plain=$(cat "$tls/plain.password")
+    keystore_pw=$(cat "$tls/keystore.password")
+    {
+        echo "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"
+        echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        echo "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        echo "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$PLAIN_USER=\"$plain\";"
+        echo "listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN,OAUTHBEARER"
+        echo "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        echo "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$PLAIN_USER=\"$plain\";"
+        echo "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\";"
+        echo "listener.name.mtls.ssl.client.auth=required"
+        echo "ssl.keystore.type=PKCS12"
+        echo "ssl.keystore.location=$tls/broker.p12"
+        echo "ssl.keystore.password=$keystore_pw"
+        echo "ssl.key.password=$keystore_pw"
+        echo "ssl.truststore.type=PEM"
+        echo "ssl.truststore.location=$tls/ca.pem"
+    } >>"$file"
+    # The listener lines name PLAINTEXT and CONTROLLER: add the secured ones to them.
+    local extra="SASL_SSL://127.0.0.1:$sasl_ssl,MTLS://127.0.0.1:$mtls,SASL_PLAINTEXT://127.0.0.1:$sasl_plain"
+    sed -i \
+        -e "s#^listeners=\(.*\)#listeners=\1,$extra#" \
+        -e "s#^advertised.listeners=\(.*\)#advertised.listeners=\1,$extra#" \
+        -e "s#^listener.security.protocol.map=\(.*\)#listener.security.protocol.map=\1,SASL_SSL:SASL_SSL,MTLS:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT#" \
+        "$file"
+}
+
+# DIR/*.env for `workflows-bridge run` (`set -a; . DIR/sasl_ssl.env`), and DIR/secure.json.
+write_env_files() {
+    local dir=$1 tls=$1/tls plaintext=$2 sasl_ssl=$3 mtls=$4 sasl_plain=$5
+    printf '%s\n' \
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$sasl_ssl" \
+        "BRIDGE_KAFKA__SECURITY_PROTOCOL=SASL_SSL" \
+        "BRIDGE_KAFKA__SASL_MECHANISM=SCRAM-SHA-512" \
+        "BRIDGE_KAFKA__SASL_USERNAME=$SCRAM_USER" \
+        "BRIDGE_KAFKA__SASL_PASSWORD_FILE=$tls/scram.password" \
+        "BRIDGE_KAFKA__SSL_CAFILE=$tls/ca.pem" >"$dir/sasl_ssl.env"
+    printf '%s\n' \
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$mtls" \
+        "BRIDGE_KAFKA__SECURITY_PROTOCOL=SSL" \
+        "BRIDGE_KAFKA__SSL_CAFILE=$tls/ca.pem" \
+        "BRIDGE_KAFKA__SSL_CERTFILE=$tls/client.pem" \
+        "BRIDGE_KAFKA__SSL_KEYFILE=$tls/client.key" \
+        "BRIDGE_KAFKA__SSL_KEY_PASSWORD_FILE=$tls/client.key.password" >"$dir/mtls.env"
+    printf '%s\n' \
+        "BRIDGE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$sasl_plain" \
+        "BRIDGE_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT" \
+        "BRIDGE_KAFKA__SASL_MECHANISM=SCRAM-SHA-512" \
+        "BRIDGE_KAFKA__SASL_USERNAME=$SCRAM_USER" \
+        "BRIDGE_KAFKA__SASL_PASSWORD_FILE=$tls/scram.password" >"$dir/sasl_plaintext.env"
+    printf '{"plaintext": "127.0.0.1:%s", "sasl_ssl": "127.0.0.1:%s", "mtls": "127.0.0.1:%s", "sasl_plaintext": "127.0.0.1:%s", "scram_user": "%s", "plain_user": "%s", "tls": "%s"}\n' \
+        "$plaintext" "$sasl_ssl" "$mtls" "$sasl_plain" "$SCRAM_USER" "$PLAIN_USER" "$tls" \
+        >"$dir/secure.json"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # One start attempt on fresh ports with a freshly formatted data dir.
 # Returns 0 when ready, 2 when the broker died during start-up (e.g. a port was taken meanwhile).
 start_once() {
-    local state_dir=$1 port cport cid pid deadline
-    read -r port cport < <(free_ports)
-    [ -n "${cport:-}" ] || die "could not pick free ports"
+    local state_dir=$1 secure=$2 port cport sasl_ssl mtls sasl_plain cid pid deadline
+    local -a scram_args=()
+    read -r port cport sasl_ssl mtls sasl_plain < <(free_ports 5)
+    [ -n "${sasl_plain:-}" ] || die "could not pick free ports"
     rm -rf "$state_dir/data"
     mkdir -p "$state_dir/data" "$state_dir/logs"
     write_server_properties "$state_dir/server.properties" "$port" "$cport" "$state_dir/data"
+    if [ "$secure" = 1 ]; then
+        write_secure_properties "$state_dir/server.properties" "$state_dir" "$sasl_ssl" "$mtls" \
+            "$sasl_plain"
+        local scram
+        scram=$(cat "$state_dir/tls/scram.password")
+        scram_args=(--add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$scram]"
+            --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$scram]")
+    fi
     cid=$(cluster_id)
 
     local -a jvm
@@ -204,7 +330,8 @@ start_once() {
     local t0
     t0=$(now_ms)
     if ! java "${jvm[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
-        -t "$cid" -c "$state_dir/server.properties" >"$state_dir/format.out" 2>&1; then
+        -t "$cid" -c "$state_dir/server.properties" "${scram_args[@]}" \
+        >"$state_dir/format.out" 2>&1; then
         cat "$state_dir/format.out" >&2
         die "formatting the KRaft storage failed"
     fi
@@ -234,6 +361,11 @@ start_once() {
         sleep 0.1
     done
     echo "127.0.0.1:$port" >"$state_dir/bootstrap"
+    if [ "$secure" = 1 ]; then
+        write_env_files "$state_dir" "$port" "$sasl_ssl" "$mtls" "$sasl_plain"
+        log "secured listeners: SASL_SSL 127.0.0.1:$sasl_ssl, SSL (mTLS) 127.0.0.1:$mtls," \
+            "SASL_PLAINTEXT 127.0.0.1:$sasl_plain; settings in $state_dir/*.env"
+    fi
     log "Kafka $(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$state_dir/kafka.out" | head -n 1)" \
         "ready on 127.0.0.1:$port (pid $pid) in $(( $(now_ms) - t0 )) ms; log: $state_dir/kafka.out"
     echo "127.0.0.1:$port"
@@ -251,11 +383,17 @@ main() {
         return 0
         ;;
     -h | --help)
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
         return 0
         ;;
     esac
 
+    local secure=0
+    if [ "${1:-}" = "--secure" ]; then
+        [ -n "${2:-}" ] || die "usage: $0 --secure DIR"
+        secure=1
+        shift
+    fi
     local state_dir=${1:-}
     if [ -z "$state_dir" ]; then
         state_dir=$(mktemp -d -t kafka-test.XXXXXX)
@@ -268,11 +406,12 @@ main() {
 
     check_java
     fetch_jars
+    [ "$secure" = 0 ] || generate_tls "$state_dir"
 
     local attempt rc
     for attempt in 1 2 3; do
         rc=0
-        start_once "$state_dir" || rc=$?
+        start_once "$state_dir" "$secure" || rc=$?
         [ "$rc" -eq 0 ] && return 0
         log "start attempt $attempt failed; retrying on new ports"
     done
