@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.config import load_settings
+from bridge.config import load_settings, secret_values
 from bridge.contract import schema
 from bridge.errors import ConfigError
 from bridge.logs import configure, register_secret
@@ -45,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"workflows-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure(fmt=settings.log_format, level=settings.log_level)
-    register_secret(settings.cloudflare.api_token.get_secret_value())
+    for secret in secret_values(settings):
+        register_secret(secret)
     return run_until_signalled(Bridge(settings).run)
 
 

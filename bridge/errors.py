@@ -16,6 +16,7 @@ re-raised as one of these, so the pipeline decides what to do from our types alo
     │   ├── Conflict            409: the instance's status does not allow the action
     │   └── Rejected            any other 4xx: the API refused the input
     ├── KafkaUnavailable        the broker could not be reached or refused a write
+    │   └── KafkaRefused        the broker refused our credentials or certificate (or we its)
     └── InternalError           a bug: the bridge failed at something it should always manage
 """
 
@@ -128,6 +129,13 @@ class KafkaUnavailable(BridgeError):
     """The broker could not be reached, or refused to take a record."""
 
     retriable = True
+
+
+class KafkaRefused(KafkaUnavailable):
+    """Authentication or TLS failed: wrong SASL credentials, an untrusted certificate, a missing
+    client certificate. Waiting does not help; the settings must change."""
+
+    retriable = False
 
 
 class InternalError(BridgeError):

@@ -129,3 +129,135 @@ def test_every_documented_variable_is_known() -> None:
         assert f"`{name}`" in readme, f"{name} is not in the README"
     assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" in names
     assert "BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS" in names
+
+
+def test_secrets_come_from_files_named_by_file_variables(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.delenv("BRIDGE_CLOUDFLARE__API_TOKEN")
+    (tmp_path / "token").write_text("token-from-file\n")
+    (tmp_path / "password").write_text("sasl-from-file")
+    env.setenv("BRIDGE_CLOUDFLARE__API_TOKEN_FILE", str(tmp_path / "token"))
+    env.setenv("BRIDGE_KAFKA__SECURITY_PROTOCOL", "sasl_ssl")
+    env.setenv("BRIDGE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    env.setenv("BRIDGE_KAFKA__SASL_USERNAME", "bridge")
+    env.setenv("BRIDGE_KAFKA__SASL_PASSWORD_FILE", str(tmp_path / "password"))
+    settings = load_settings()
+    assert settings.cloudflare.api_token.get_secret_value() == "token-from-file"
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "sasl-from-file"
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    env.setenv("BRIDGE_CLOUDFLARE__API_TOKEN", "also-set")
+    with pytest.raises(ConfigError, match="BRIDGE_CLOUDFLARE__API_TOKEN or"):
+        load_settings()
+    env.delenv("BRIDGE_CLOUDFLARE__API_TOKEN")
+    env.setenv("BRIDGE_KAFKA__SASL_PASSWORD_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="BRIDGE_KAFKA__SASL_PASSWORD_FILE: cannot read"):
+        load_settings()
+
+
+def test_secrets_directory_holds_one_file_per_variable(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "broker:9092")
+    env.setenv("BRIDGE_CLOUDFLARE__ACCOUNT_ID", "acct")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "BRIDGE_CLOUDFLARE__API_TOKEN").write_text("token-from-dir\n")
+    (secrets / "bridge_kafka__sasl_password").write_text("pw-from-dir")
+    env.setenv("BRIDGE_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.cloudflare.api_token.get_secret_value() == "token-from-dir"
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "pw-from-dir"
+    env.setenv("BRIDGE_CLOUDFLARE__API_TOKEN", "env-wins")
+    assert load_settings().cloudflare.api_token.get_secret_value() == "env-wins"
+    env.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="BRIDGE_SECRETS_DIR"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggestion"),
+    [
+        ("BRIDGE_LOGLEVEL", "BRIDGE_LOG_LEVEL"),
+        ("BRIDGE_KAFKA__BOOTSTRAP_SERVER", "BRIDGE_KAFKA__BOOTSTRAP_SERVERS"),
+        ("BRIDGE_KAFKA__SASL_PASWORD_FILE", "BRIDGE_KAFKA__SASL_PASSWORD_FILE"),
+    ],
+)
+def test_unknown_variable_stops_the_start_naming_the_closest(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], typo: str, suggestion: str
+) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.setenv(typo, "x")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown variable {typo}; did you mean {suggestion}?" in err
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSLL"}, "BRIDGE_KAFKA__SECURITY_PROTOCOL"),
+        (
+            {
+                "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "BRIDGE_KAFKA__SASL_MECHANISM": "SCRAM",
+            },
+            "BRIDGE_KAFKA__SASL_MECHANISM",
+        ),
+        ({"BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, "needs BRIDGE_KAFKA__SASL_MECHANISM"),
+        ({"BRIDGE_KAFKA__SASL_MECHANISM": "PLAIN"}, "SASL_SSL or SASL_PLAINTEXT, not PLAINTEXT"),
+        (
+            {
+                "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "BRIDGE_KAFKA__SASL_MECHANISM": "PLAIN",
+            },
+            "needs BRIDGE_KAFKA__SASL_USERNAME",
+        ),
+        (
+            {
+                "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "BRIDGE_KAFKA__SASL_MECHANISM": "OAUTHBEARER",
+            },
+            "BRIDGE_KAFKA__SASL_OAUTH_TOKEN_FILE",
+        ),
+        (
+            {
+                "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "BRIDGE_KAFKA__SASL_MECHANISM": "AWS_MSK_IAM",
+            },
+            "BRIDGE_KAFKA__AWS_REGION",
+        ),
+        ({"BRIDGE_KAFKA__SSL_CAFILE": "/ca.pem"}, "does not use TLS"),
+    ],
+)
+def test_security_settings_are_validated_with_exit_2(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in {**REQUIRED, **variables}.items():
+        env.setenv(name, value)
+    assert main(["run"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_workflow_allow_list_is_comma_separated(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    assert load_settings().cloudflare.workflows == []
+    env.setenv("BRIDGE_CLOUDFLARE__WORKFLOWS", "orders, billing")
+    assert load_settings().cloudflare.workflows == ["orders", "billing"]
+
+
+def test_every_secret_variable_has_a_file_variant() -> None:
+    names = environment_variables()
+    for secret in ("BRIDGE_CLOUDFLARE__API_TOKEN", "BRIDGE_KAFKA__SASL_PASSWORD"):
+        assert secret + "_FILE" in names
+    assert "BRIDGE_KAFKA__SSL_KEY_PASSWORD_FILE" in names
+    assert "BRIDGE_SECRETS_DIR" in names

@@ -73,3 +73,33 @@ def test_every_event_name_is_snake_case_and_documented() -> None:
     for name in names:
         assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name), name
         assert f"`{name}`" in readme, f"log event {name} is not in the README"
+
+
+def test_every_configured_secret_is_redacted_sasl_password_included() -> None:
+    from bridge.config import CloudflareSettings, KafkaSettings, Settings, secret_values
+
+    settings = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers="b:9094",
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="bridge",
+            sasl_password="sasl-pw-98765",
+            ssl_certfile="/c.pem",
+            ssl_key_password="key-pw-4321",
+        ),
+        cloudflare=CloudflareSettings(account_id="a", api_token="cf-token-1111"),
+    )
+    assert set(secret_values(settings)) == {"sasl-pw-98765", "key-pw-4321", "cf-token-1111"}
+    stream = io.StringIO()
+    configure(fmt="json", level="info", stream=stream)
+    try:
+        for secret in secret_values(settings):
+            register_secret(secret)
+        structlog.get_logger("t").error(
+            "bridge_failed", error="login sasl-pw-98765 / key-pw-4321 / cf-token-1111 refused"
+        )
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(stream.getvalue())
+    assert line["error"] == "login [redacted] / [redacted] / [redacted] refused"

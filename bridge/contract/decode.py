@@ -12,6 +12,9 @@ from bridge.contract.commands import ACTIONS, COMMAND_ADAPTER, Command
 from bridge.errors import ContractError
 
 _MAX_REPORTED_ERRORS = 5
+#: Confluent-style schema-registry framing: magic byte 0, then a 4-byte big-endian schema id.
+_REGISTRY_MAGIC = b"\x00"
+_REGISTRY_PREFIX = 5
 
 
 def _reject_constant(name: str) -> Any:
@@ -44,10 +47,39 @@ def _describe(error: pydantic.ValidationError) -> tuple[str, str | None, str | N
     return "; ".join(parts), first_field, first_rule
 
 
+def unframe(value: bytes) -> bytes:
+    """The payload of a value in a schema registry's wire format, if it is one and holds JSON.
+
+    JSON text never starts with a NUL byte, so the framing (magic byte 0 + 4-byte schema id) is
+    recognised without doubt. A JSON payload behind it (the registry's JSON Schema serializer) is
+    decoded; anything else (Avro, Protobuf) is answered with what the bytes are.
+    """
+    if not value.startswith(_REGISTRY_MAGIC):
+        return value
+    if len(value) < _REGISTRY_PREFIX:
+        raise ContractError(
+            "value starts with a NUL byte but is too short for a schema registry's framing",
+            stage="decode",
+            rule="schema_registry",
+        )
+    schema_id = int.from_bytes(value[1:_REGISTRY_PREFIX], "big")
+    payload = value[_REGISTRY_PREFIX:]
+    if payload.lstrip()[:1] == b"{":
+        return payload
+    raise ContractError(
+        f"value is in a schema registry's wire format (magic byte 0, schema id {schema_id}) "
+        "and its payload is not JSON (Avro or Protobuf?); the bridge reads JSON commands: "
+        "produce plain JSON, or use the registry's JSON Schema serializer",
+        stage="decode",
+        rule="schema_registry",
+    )
+
+
 def parse_json_object(value: bytes | None) -> dict[str, Any]:
-    """Decode record bytes as one strict UTF-8 JSON object."""
+    """Decode record bytes as one strict UTF-8 JSON object (also behind registry framing)."""
     if value is None:
         raise ContractError("record has no value (tombstone)", stage="decode", rule="not_null")
+    value = unframe(value)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -1,43 +1,253 @@
-"""The Kafka edge: client settings, and aiokafka's errors mapped into the bridge's tree."""
+"""The Kafka edge: client settings (security included), and aiokafka's errors mapped into the
+bridge's tree.
+
+Every client the bridge or its tools open — consumer, producer, admin — gets its connection and
+security options from :func:`client_options`, so ``run``, ``send``, ``check``, ``topics`` and
+``dlq`` reach a managed cluster the same way: TLS with a CA bundle and an optional client
+certificate, SASL PLAIN / SCRAM over TLS or plaintext, OAUTHBEARER with a token read from a file
+(re-read when it changes), and AWS MSK IAM through the ``msk`` extra.
+
+aiokafka says why a connection failed only in a log line ("Unable connect to …") and raises a
+bare "Unable to bootstrap"; :func:`explained` keeps those lines while clients start and turns
+the failure into one :class:`~bridge.errors.KafkaUnavailable` (or
+:class:`~bridge.errors.KafkaRefused`) sentence that says what to fix.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.errors import KafkaError
 
-from bridge.config import Settings
-from bridge.errors import KafkaUnavailable
+from bridge.config import KafkaSettings, Settings
+from bridge.errors import ConfigError, KafkaRefused, KafkaUnavailable
+from bridge.logs import register_secret
 from bridge.pipeline.translate import OutRecord
 
+#: What the bridge calls the MSK IAM mechanism; on the wire it is OAUTHBEARER with a signed URL.
+MSK_IAM = "AWS_MSK_IAM"
+#: Refresh an MSK IAM token this long before it expires.
+_MSK_REFRESH_MARGIN = 60.0
 
-def _security(settings: Settings) -> dict[str, Any]:
-    kafka = settings.kafka
-    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism is not None:
-        options["sasl_mechanism"] = kafka.sasl_mechanism
+
+# -- security -----------------------------------------------------------------------------------
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL, from the CA bundle and optional client certificate.
+
+    A file that cannot be loaded is a :class:`ConfigError` naming its variable.
+    """
+    if not kafka.security_protocol.endswith("SSL"):
+        return None
+    try:
+        context = ssl.create_default_context(
+            cafile=None if kafka.ssl_cafile is None else str(kafka.ssl_cafile)
+        )
+    except (OSError, ssl.SSLError) as exc:
+        problem = _file_problem("BRIDGE_KAFKA__SSL_CAFILE", kafka.ssl_cafile, exc)
+        raise ConfigError(problem) from None
+    if kafka.ssl_certfile is not None:
+        password = kafka.ssl_key_password
+        try:
+            context.load_cert_chain(
+                str(kafka.ssl_certfile),
+                None if kafka.ssl_keyfile is None else str(kafka.ssl_keyfile),
+                None if password is None else password.get_secret_value(),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                _file_problem(
+                    "BRIDGE_KAFKA__SSL_CERTFILE / BRIDGE_KAFKA__SSL_KEYFILE "
+                    "(or BRIDGE_KAFKA__SSL_KEY_PASSWORD)",
+                    kafka.ssl_certfile,
+                    exc,
+                )
+            ) from None
+    # Off only on request: without it any certificate from a trusted CA would do for any host.
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def _file_problem(variable: str, path: Path | None, exc: Exception) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{variable}: cannot load {path}: {reason}"
+
+
+class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """OAUTHBEARER token from a file, re-read whenever the file changes (size or mtime).
+
+    A sidecar or the platform (a projected service-account token) refreshes the file; every new
+    connection then presents the current token. The token is redacted from the logs.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen: tuple[int, int] | None = None
+        self._token = ""
+
+    async def token(self) -> str:
+        return self.current()
+
+    def current(self) -> str:
+        try:
+            stat = self._path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+            if seen != self._seen:
+                text = self._path.read_text(encoding="utf-8").strip()
+                if not text:
+                    raise KafkaRefused(f"BRIDGE_KAFKA__SASL_OAUTH_TOKEN_FILE {self._path} is empty")
+                register_secret(text)
+                self._token, self._seen = text, seen
+        except OSError as exc:
+            raise KafkaRefused(
+                f"BRIDGE_KAFKA__SASL_OAUTH_TOKEN_FILE: cannot read {self._path}: {exc.strerror}"
+            ) from None
+        return self._token
+
+
+class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """AWS MSK IAM as OAUTHBEARER: a SigV4-signed token from AWS's own signer library
+    (``aws-msk-iam-sasl-signer-python``, the ``msk`` extra), refreshed before it expires."""
+
+    def __init__(self, region: str) -> None:
+        try:
+            from aws_msk_iam_sasl_signer import MSKAuthTokenProvider  # noqa: PLC0415
+        except ImportError:
+            raise ConfigError(
+                "BRIDGE_KAFKA__SASL_MECHANISM=AWS_MSK_IAM needs the 'msk' extra: "
+                "pip install 'workflows-bridge[msk]'"
+            ) from None
+        self._generate: Callable[[str], tuple[str, int]] = MSKAuthTokenProvider.generate_auth_token
+        self._region = region
+        self._token = ""
+        self._expires = 0.0
+
+    async def token(self) -> str:
+        if time.time() >= self._expires - _MSK_REFRESH_MARGIN:
+            token, expiry_ms = await asyncio.to_thread(self._generate, self._region)
+            register_secret(token)
+            self._token, self._expires = token, expiry_ms / 1000
+        return self._token
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection and security options every aiokafka client of the bridge and its tools takes."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    mechanism = kafka.sasl_mechanism
+    if mechanism is None:
+        return options
+    if mechanism == MSK_IAM:
+        assert kafka.aws_region is not None  # the settings require it
+        options["sasl_mechanism"] = "OAUTHBEARER"
+        options["sasl_oauth_token_provider"] = MskIamTokenProvider(kafka.aws_region)
+    elif mechanism == "OAUTHBEARER":
+        assert kafka.sasl_oauth_token_file is not None  # the settings require it
+        options["sasl_mechanism"] = mechanism
+        options["sasl_oauth_token_provider"] = FileTokenProvider(kafka.sasl_oauth_token_file)
+    else:
+        options["sasl_mechanism"] = mechanism
         options["sasl_plain_username"] = kafka.sasl_username
         if kafka.sasl_password is not None:
             options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
 
 
+# -- why a connection failed --------------------------------------------------------------------
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Unable connect to"):
+            self.reasons.append(message)
+
+
+@contextlib.contextmanager
+def explained(kafka: KafkaSettings, what: str) -> Iterator[None]:
+    """Turn an aiokafka failure inside the block into one clear :class:`KafkaUnavailable`."""
+    collector = _Collector()
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(collector)
+    try:
+        yield
+    except KafkaError as exc:
+        raise explain(kafka, what, exc, collector.reasons) from exc
+    finally:
+        logger.removeHandler(collector)
+
+
+def explain(
+    kafka: KafkaSettings, what: str, exc: BaseException, reasons: list[str]
+) -> KafkaUnavailable:
+    """The error to report for ``exc``, using what aiokafka logged about the connection."""
+    detail = reasons[-1] if reasons else str(exc) or type(exc).__name__
+    where = f"{what} ({kafka.security_protocol} to {kafka.bootstrap_servers})"
+    if "SaslAuthenticationFailed" in detail or "Authentication failed" in detail:
+        return KafkaRefused(
+            f"{where}: the broker refused the SASL credentials "
+            f"({kafka.sasl_mechanism}, user {kafka.sasl_username!r}); check "
+            "BRIDGE_KAFKA__SASL_USERNAME and BRIDGE_KAFKA__SASL_PASSWORD"
+        )
+    if "UnsupportedSaslMechanism" in detail:
+        return KafkaRefused(
+            f"{where}: the broker does not offer SASL {kafka.sasl_mechanism} on this listener"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        reason = detail.split("certificate verify failed:", 1)[-1].split("(_ssl")[0].strip()
+        hint = (
+            "set BRIDGE_KAFKA__SSL_CAFILE to the CA that signed it"
+            if "mismatch" not in reason
+            else "connect by a name the certificate holds (BRIDGE_KAFKA__SSL_CHECK_HOSTNAME)"
+        )
+        return KafkaRefused(f"{where}: the broker's certificate is not trusted ({reason}); {hint}")
+    if kafka.security_protocol == "SSL" and "closed" in detail:
+        return KafkaRefused(
+            f"{where}: the broker closed the connection during the TLS handshake; it may require "
+            "a client certificate signed by a CA it trusts (BRIDGE_KAFKA__SSL_CERTFILE, "
+            "BRIDGE_KAFKA__SSL_KEYFILE)"
+        )
+    if isinstance(exc, KafkaRefused):
+        return exc
+    return KafkaUnavailable(f"{where}: {detail}")
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group member with manual commits: offsets move only past answered commands."""
     kafka = settings.kafka
     return AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id,
-        client_id=kafka.client_id,
+        group_instance_id=kafka.group_instance_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed" if kafka.transactional_id else "read_uncommitted",
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
-        **_security(settings),
+        **client_options(kafka),
     )
 
 
@@ -51,8 +261,6 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     elif kafka.idempotent_producer:
         options["enable_idempotence"] = True
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=kafka.client_id,
         acks="all",
         linger_ms=5,
         # Results are small and many: a 16 KiB batch per partition (the default) fills at once
@@ -60,7 +268,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         max_batch_size=256 * 1024,
         max_request_size=2 * 1024 * 1024,
         **options,
-        **_security(settings),
+        **client_options(kafka),
     )
 
 

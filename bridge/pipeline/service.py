@@ -161,10 +161,11 @@ async def _started_producer(
 ) -> AIOKafkaProducer:
     producer = kafka_io.make_producer(settings)
     try:
-        await producer.start()
-    except KafkaError as exc:
+        with kafka_io.explained(settings.kafka, "cannot start the producer"):
+            await producer.start()
+    except BaseException:
         await producer.stop()
-        raise KafkaUnavailable(f"cannot start the producer: {exc}") from exc
+        raise
     stack.push_async_callback(producer.stop)
     return producer
 
@@ -174,10 +175,11 @@ async def _start_consumer(replica: Replica, stack: contextlib.AsyncExitStack) ->
     # The group may assign partitions before start() returns: the listener is in place first.
     consumer.subscribe(replica.settings.topics.commands, listener=_Listener(replica))
     try:
-        await consumer.start()
-    except KafkaError as exc:
+        with kafka_io.explained(replica.settings.kafka, "cannot start the consumer"):
+            await consumer.start()
+    except BaseException:
         await consumer.stop()
-        raise KafkaUnavailable(f"cannot start the consumer: {exc}") from exc
+        raise
     stack.push_async_callback(consumer.stop)
 
 
@@ -215,6 +217,7 @@ class Replica:
             self._handle, workers=settings.pipeline.max_concurrency, on_crash=self._crashed
         )
         self._paused = False
+        self._allowed_workflows = frozenset(settings.cloudflare.workflows)
         # Bound once, after logging is configured: the per-command lines then cost nothing when
         # their level is filtered out (the lazy proxy would re-bind on every call).
         self._command_log = log.bind()
@@ -290,7 +293,7 @@ class Replica:
         try:
             command = decode_command(message.value)
             stage = "plan"
-            jobs = plan(command, origin)
+            jobs = plan(command, origin, self._allowed_workflows)
         except ContractError as exc:
             await self._answer_now(tp, origin, records_for_invalid(origin, exc))
             return

@@ -24,13 +24,18 @@ from bridge.contract.commands import (
 from bridge.contract.deadletter import HEADER_PREFIX, DeadLetterHeaders, dead_letter_headers
 from bridge.contract.decode import salvage
 from bridge.contract.results import ErrorInfo, Outcome, ResultRecord, Source
-from bridge.contract.rules import SERIALISED_GROWTH
+from bridge.contract.rules import MAX_COMMAND_ID, SERIALISED_GROWTH
 from bridge.errors import ApiError, BridgeError, ContractError
 
 Headers = tuple[tuple[str, bytes], ...]
 
 #: Larger command values are not copied into the dead letter (see :func:`_dead_letter`).
 MAX_DEAD_LETTER_VALUE = 1_000_000
+#: A record header naming the command id, honoured over the offset-derived default: ``dlq
+#: replay`` sets it so a replayed command keeps its id (and a create its derived instance id).
+COMMAND_ID_HEADER = "workflows_bridge.command_id"
+#: CloudEvents binary mode's event id, the command id when nothing more specific is given.
+CLOUDEVENTS_ID_HEADER = "ce_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,18 @@ class Origin:
 
     @property
     def default_command_id(self) -> str:
+        """The id of a command without ``command_id``: the ``workflows_bridge.command_id``
+        header, else the ``ce_id`` header, else ``<topic>-<partition>-<offset>``."""
+        by_header = dict(self.headers)
+        for name in (COMMAND_ID_HEADER, CLOUDEVENTS_ID_HEADER):
+            given = by_header.get(name)
+            if given:
+                try:
+                    text = given.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    continue
+                if 0 < len(text) <= MAX_COMMAND_ID:
+                    return text
         return f"{self.topic}-{self.partition}-{self.offset}"
 
     @property
@@ -132,8 +149,18 @@ def _retention(value: InstanceRetention | None) -> dict[str, Any] | None:
     return None if value is None else value.model_dump(exclude_none=True)
 
 
-def plan(command: Command, origin: Origin) -> list[Job]:
-    """The jobs that carry out ``command``."""
+def plan(
+    command: Command, origin: Origin, allowed_workflows: frozenset[str] = frozenset()
+) -> list[Job]:
+    """The jobs that carry out ``command``; with ``allowed_workflows``, only for those."""
+    if allowed_workflows and command.workflow not in allowed_workflows:
+        raise ContractError(
+            f"workflow: {command.workflow!r} is not one this bridge may drive "
+            "(BRIDGE_CLOUDFLARE__WORKFLOWS)",
+            stage="validate",
+            field="workflow",
+            rule="workflow_not_allowed",
+        )
     command_id = command.command_id or origin.default_command_id
 
     def job(instance_id: str, op: Op, item: int | None = None) -> Job:
@@ -320,7 +347,7 @@ def _unapplied(
                 topic=origin.topic,
                 partition=origin.partition,
                 offset=origin.offset,
-                command_id=job.command_id if job else known.get("command_id"),
+                command_id=command_id,
                 stage=stage,
                 class_name=class_name,
                 message=info.message,

@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import Progress
 
+from bridge.config import KafkaSettings
 from bridge.contract.decode import decode_command
-from bridge.errors import ContractError
+from bridge.errors import BridgeError, ConfigError, ContractError
+from bridge.tools.common import add_kafka_arguments, started_producer, tool_settings
 
 _PROGRESS_FROM = 200
 
@@ -51,7 +50,7 @@ def _key(text: str) -> bytes | None:
 
 
 async def publish(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topic: str,
     lines: Iterable[tuple[str, str]],
     *,
@@ -60,9 +59,7 @@ async def publish(
 ) -> Summary:
     """Send every line; invalid ones are skipped (and reported) when ``validate`` is on."""
     summary = Summary()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
+    async with started_producer(kafka, linger_ms=5) as producer:
         with Progress(disable=total is None or total < _PROGRESS_FROM, transient=True) as progress:
             bar = progress.add_task("sending", total=total)
             pending = []
@@ -77,8 +74,6 @@ async def publish(
                 summary.sent += 1
                 progress.advance(bar)
             await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
     return summary
 
 
@@ -87,41 +82,39 @@ def _send(args: argparse.Namespace) -> int:
     if not args.commands and args.file is None:
         console.print("nothing to send: give commands as arguments or --file FILE.jsonl")
         return 2
-    if not args.bootstrap:
-        console.print("no broker: pass --bootstrap or set BRIDGE_KAFKA__BOOTSTRAP_SERVERS")
+    try:
+        settings = tool_settings(args)
+    except ConfigError as exc:
+        console.print(f"workflows-bridge send: {exc}", markup=False, highlight=False)
         return 2
+    topic = args.topic or settings.topics.commands[0]
     total = None
     if args.file is not None:
         with args.file.open(encoding="utf-8") as handle:
             total = sum(1 for line in handle if line.strip()) + len(args.commands)
     try:
         summary = asyncio.run(
-            publish(
-                args.bootstrap, args.topic, _lines(args), validate=not args.no_validate, total=total
-            )
+            publish(settings.kafka, topic, _lines(args), validate=not args.no_validate, total=total)
         )
-    except KafkaError as exc:
-        console.print(f"[red]could not publish:[/red] {exc}")
+    except BridgeError as exc:
+        console.print(f"could not publish: {exc}", markup=False, highlight=False)
         return 1
     for problem in summary.invalid:
         console.print(f"[yellow]skipped[/yellow] {problem}", markup=True, highlight=False)
     console.print(
-        f"sent {summary.sent} command(s) to {args.topic}; skipped {len(summary.invalid)} invalid"
+        f"sent {summary.sent} command(s) to {topic}; skipped {len(summary.invalid)} invalid"
     )
     return 1 if summary.invalid else 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_topic = os.environ.get("BRIDGE_TOPICS__COMMANDS", "workflows.commands").split(",")[0]
     parser = subparsers.add_parser("send", help="publish commands (JSON) to the command topic")
     parser.add_argument("commands", nargs="*", help="commands as JSON objects")
     parser.add_argument("--file", type=Path, help="a JSONL file, one command per line")
-    parser.add_argument("--topic", default=default_topic, help=f"default {default_topic}")
     parser.add_argument(
-        "--bootstrap",
-        default=os.environ.get("BRIDGE_KAFKA__BOOTSTRAP_SERVERS"),
-        help="broker host:port (default $BRIDGE_KAFKA__BOOTSTRAP_SERVERS)",
+        "--topic", help="default: the first of BRIDGE_TOPICS__COMMANDS (workflows.commands)"
     )
+    add_kafka_arguments(parser)
     parser.add_argument(
         "--no-validate",
         action="store_true",

@@ -183,3 +183,19 @@ def test_salvage_reads_what_it_can() -> None:
     assert salvage(raw) == {"action": "pause", "workflow": "w", "instance_id": "bad id"}
     assert salvage(b"\xff") == {}
     assert salvage(b"[]") == {}
+
+
+def test_schema_registry_framing_is_recognised() -> None:
+    command = {"action": "pause", "workflow": "w", "instance_id": "i"}
+    framed = b"\x00" + (42).to_bytes(4, "big") + json.dumps(command).encode()
+    assert decode_command(framed).model_dump(exclude_none=True)["instance_id"] == "i"
+    avro = b"\x00" + (42).to_bytes(4, "big") + b"\x02\x0cpause"
+    try:
+        decode_command(avro)
+    except ContractError as exc:
+        error = exc
+    else:
+        raise AssertionError("decoded Avro bytes as a command")
+    assert error.rule == "schema_registry"
+    assert "schema registry's wire format (magic byte 0, schema id 42)" in str(error)
+    assert salvage(framed)["instance_id"] == "i"

@@ -143,3 +143,47 @@ def test_invalid_record_gets_result_and_dead_letter() -> None:
     headers = dict(dead.headers)
     assert headers["workflows_bridge.errors.field"] == b"instance_id"
     assert headers["workflows_bridge.errors.stage"] == b"validate"
+
+
+def test_command_id_header_wins_over_the_offset_and_ce_id() -> None:
+    create = decode_command(b'{"action": "create", "workflow": "w"}')
+    replayed = Origin(
+        "cmds", 0, 900, None, b"", (("ce_id", b"event-7"), ("workflows_bridge.command_id", b"c-1"))
+    )
+    [job] = plan(create, replayed)
+    assert job.command_id == "c-1"
+    assert job.instance_id == derived_instance_id("c-1")
+    [cloud_event] = plan(create, Origin("cmds", 0, 901, None, b"", (("ce_id", b"event-7"),)))
+    assert cloud_event.command_id == "event-7"
+    [plain] = plan(create, Origin("cmds", 0, 902, None, b"", (("ce_id", b""),)))
+    assert plain.command_id == "cmds-0-902"
+    explicit = decode_command(b'{"action": "create", "workflow": "w", "command_id": "mine"}')
+    [own] = plan(explicit, replayed)
+    assert own.command_id == "mine"
+
+
+def test_workflow_outside_the_allow_list_is_rejected_before_any_request() -> None:
+    value = b'{"action": "terminate", "workflow": "payroll", "instance_id": "i"}'
+    origin = Origin("cmds", 2, 41, b"i", value)
+    command = decode_command(value)
+    assert plan(command, origin, frozenset())  # empty: any workflow
+    assert plan(command, origin, frozenset({"payroll"}))
+    try:
+        plan(command, origin, frozenset({"orders"}))
+    except ContractError as exc:
+        error = exc
+    else:
+        raise AssertionError("planned a job for a workflow outside the allow-list")
+    assert (error.field, error.rule, error.stage) == (
+        "workflow",
+        "workflow_not_allowed",
+        "validate",
+    )
+    result, dead = records_for_invalid(origin, error)
+    answer = json.loads(result.value or b"")
+    assert answer["outcome"] == "rejected"
+    assert (answer["workflow"], answer["instance_id"]) == ("payroll", "i")
+    headers = dict(dead.headers)
+    assert headers["workflows_bridge.errors.rule"] == b"workflow_not_allowed"
+    # The dead letter names the command id, so a replay keeps it.
+    assert headers["workflows_bridge.errors.command_id"] == b"cmds-2-41"

@@ -15,6 +15,8 @@ from tests.support.kafka_harness import consume, consumer_settings
 
 NewTopic = Callable[..., Awaitable[str]]
 
+pytestmark = pytest.mark.usefixtures("operator_env")
+
 
 async def _read(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, bytes | None]]:
     consumer = AIOKafkaConsumer(
