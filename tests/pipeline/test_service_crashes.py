@@ -54,10 +54,10 @@ def _crash_in(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     elif stage == "plan":
         real_plan = service.plan  # type: ignore[attr-defined]
 
-        def plan(command: Any, origin: Any) -> Any:
+        def plan(command: Any, origin: Any, *rest: Any) -> Any:
             if _poisoned(command):
                 raise RuntimeError("planner bug")
-            return real_plan(command, origin)
+            return real_plan(command, origin, *rest)
 
         monkeypatch.setattr(service, "plan", plan)
     elif stage == "execute":
