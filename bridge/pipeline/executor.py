@@ -6,7 +6,11 @@
   spending the deadline: rate limiting never fails a command;
 * 401/403 park the replica (see :mod:`bridge.pipeline.auth_gate`) and the job waits for the token
   to work;
-* "already exists" on create is success: the instance's status is read and reported;
+* a create whose id turns out taken is settled without a request per item: if an earlier attempt
+  of the same job sent that id and failed in a way that may have taken effect, the instance is
+  the job's own (``ok``); otherwise it existed before the command (``already_exists``) and its
+  status comes from what the bridge already knows or from a shared scan of ``list`` pages
+  (:mod:`bridge.pipeline.lookup`);
 * a status edit refused because the instance is already where the edit would take it (a
   redelivered terminate, pause or resume) is success too; anything else refused is ``rejected``.
 """
@@ -36,6 +40,8 @@ from bridge.errors import (
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
 from bridge.pipeline.coalesce import BatchRefused, CreateCoalescer
+from bridge.pipeline.lookup import StatusLookup
+from bridge.pipeline.statuses import KNOWS_NOTHING, InstanceStatuses
 from bridge.pipeline.translate import CreateOp, EventOp, Job, JobOutcome, StatusOp
 
 T = TypeVar("T")
@@ -54,6 +60,8 @@ class _Tally:
     attempts: int = 0
     http_status: int | None = None
     cf_ray: str | None = None
+    #: An attempt sent the job's request and failed in a way that may have taken effect.
+    maybe_applied: bool = False
 
     def note(self, answer: Answer[Any] | ApiError) -> None:
         self.http_status = answer.http_status
@@ -71,9 +79,15 @@ class Executor:
         gate: AuthGate,
         settings: PipelineSettings,
         *,
+        lookup: StatusLookup | None = None,
+        statuses: InstanceStatuses = KNOWS_NOTHING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``lookup`` finds the statuses of instances that existed before their create (without
+        it they stay unknown); ``statuses`` is what the bridge already knows."""
         self._client = client
+        self._lookup = lookup
+        self._statuses = statuses
         self._budget = budget
         self._coalescer = coalescer
         self._gate = gate
@@ -101,6 +115,7 @@ class Executor:
                 tally.note(exc)
                 if not exc.retriable:
                     return self._refused(exc, tally)
+                tally.maybe_applied = True  # no answer, 5xx, success=false: perhaps applied
                 failures += 1
                 delay = self._backoff(failures, exc.retry_after)
                 if self._clock() + delay > deadline:
@@ -181,10 +196,17 @@ class Executor:
             tally.http_status, tally.cf_ray = batch.http_status, batch.cf_ray
             if batch.created is not None:
                 return self._ok(batch.created.status, tally)
-        # The id was taken (a redelivery, or someone else's instance): report what is there.
-        current = await self._status_of(job, tally)
+        # The id is taken. If an earlier attempt of this job sent it and may have taken effect,
+        # the instance is this job's own: ok, without asking (its status is whatever the bridge
+        # already knows; the result does not wait for more).
+        known = self._statuses.known(job.workflow, job.instance_id)
+        if tally.maybe_applied:
+            return self._ok(known, tally)
+        # It existed before the command (a redelivery, or someone else's instance).
+        if known is None and self._lookup is not None:
+            known = await self._lookup.status(job.workflow, job.instance_id)
         return JobOutcome(
-            Outcome.ALREADY_EXISTS, current, None, tally.attempts, tally.http_status, tally.cf_ray
+            Outcome.ALREADY_EXISTS, known, None, tally.attempts, tally.http_status, tally.cf_ray
         )
 
     @staticmethod
@@ -217,5 +239,9 @@ class Executor:
         )
 
     async def _status_of(self, job: Job, tally: _Tally) -> str | None:
+        """The status of an instance a status edit was refused on: known, else one ``get``."""
+        known = self._statuses.known(job.workflow, job.instance_id)
+        if known is not None:
+            return known
         answer = await self._request(tally, lambda: self._client.get(job.workflow, job.instance_id))
         return answer.result.status

@@ -44,6 +44,7 @@ from bridge.pipeline.budget import RequestBudget
 from bridge.pipeline.coalesce import CreateCoalescer
 from bridge.pipeline.executor import Executor
 from bridge.pipeline.keyed import KeyedRunner
+from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.outbox import Outbox, PendingCommand
 from bridge.pipeline.translate import (
     Job,
@@ -132,8 +133,12 @@ async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterat
                 on_response=budget.observe,
             )
         )
+        linger = pipeline.batch_linger_ms / 1000
         coalescer = await stack.enter_async_context(
-            CreateCoalescer(client, budget, linger_seconds=pipeline.batch_linger_ms / 1000)
+            CreateCoalescer(client, budget, linger_seconds=linger)
+        )
+        lookup = await stack.enter_async_context(
+            StatusLookup(client, budget, linger_seconds=linger)
         )
 
         async def probe() -> object:
@@ -147,7 +152,7 @@ async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterat
             settings,
             budget=budget,
             gate=gate,
-            executor=Executor(client, budget, coalescer, gate, pipeline),
+            executor=Executor(client, budget, coalescer, gate, pipeline, lookup=lookup),
             outbox=Outbox(settings, producer),
             consumer=kafka_io.make_consumer(settings),
         )

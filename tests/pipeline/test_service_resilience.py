@@ -117,6 +117,75 @@ async def test_transient_faults_are_ridden_out_without_duplicates(
         assert not reader.dead_letters
 
 
+async def test_creates_settle_without_confirmation_requests(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    # Every batch takes effect and then fails, until a few have: each retried item whose id the
+    # retry finds taken is the command's own instance, settled without a request.
+    topics = await make_topics(new_topic, 4)
+    faults = Faults(
+        apply_then_error_ratio=0.5,
+        apply_then_drop_ratio=0.5,
+        routes=frozenset({"batch", "create"}),
+    )
+    config = EmulatorConfig(workflows={"wf": _listening()}, faults=faults, seed=11)
+    fresh: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": "wf", "instance_id": f"n-{n}"} for n in range(400)
+    ]
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, fresh)
+            async with asyncio.timeout(60):
+                while emulator.stats.faults.total() < 3:
+                    await asyncio.sleep(0.01)
+            emulator.config.faults = Faults()
+            await reader.until(results=len(fresh), within=120)
+        assert emulator.stats.created["wf"] == 400
+        assert {r["outcome"] for r in reader.results} == {"ok"}
+        retried = [r for r in reader.results if r["attempts"] > 1]
+        assert retried, "no result went through a retried batch"
+        assert emulator.stats.requests["get"] == 0
+        assert emulator.stats.requests["list"] == 0
+        assert not reader.dead_letters
+
+
+async def test_redelivered_creates_learn_statuses_from_list_pages(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    topics = await make_topics(new_topic, 4)
+    config = EmulatorConfig(workflows={"wf": _listening()})
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        for n in range(150):
+            emulator.add_instance("wf", f"old-{n}")
+        commands: list[dict[str, Any] | bytes] = [
+            {"action": "create", "workflow": "wf", "instance_id": f"old-{n}"} for n in range(150)
+        ]
+        commands += [
+            {"action": "create", "workflow": "wf", "instance_id": f"new-{n}"} for n in range(150)
+        ]
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), within=120)
+        by_id = {r["instance_id"]: r for r in reader.results}
+        for n in range(150):
+            old = by_id[f"old-{n}"]
+            view = emulator.instance("wf", f"old-{n}")
+            assert view is not None
+            assert (old["outcome"], old["status"]) == ("already_exists", view.status), old
+            assert by_id[f"new-{n}"]["outcome"] == "ok"
+        assert emulator.stats.requests["get"] == 0
+        # Lookups that arrive together share a scan of pages of 100, newest first.
+        assert 1 <= emulator.stats.requests["list"] <= 12, emulator.stats.requests
+
+
 async def test_refused_token_parks_instead_of_dead_lettering(
     kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
 ) -> None:
