@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
@@ -24,14 +25,20 @@ from bridge import __version__
 from bridge.cloudflare.bodies import DEFAULT_BASE_URL, create_body
 from bridge.cloudflare.headers import parse_ratelimit, parse_retry_after
 from bridge.cloudflare.models import (
+    BatchDeleteResponse,
+    BatchTerminateResponse,
     EventCreateResponse,
     InstanceBulkResponse,
     InstanceCreateResponse,
+    InstanceDeleteResponse,
     InstanceGetResponse,
     InstanceListResponse,
+    InstanceStepResponse,
     StatusEditResponse,
+    TerminateAllResponse,
+    TerminateJobStatus,
 )
-from bridge.contract.rules import MAX_BATCH
+from bridge.contract.rules import MAX_BATCH, MAX_PER_PAGE
 from bridge.errors import (
     AlreadyExists,
     ApiError,
@@ -80,7 +87,13 @@ _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     404: NotFound,
     409: Conflict,
     429: RateLimited,
+    # Production never answers 501; the emulator does for a route it does not emulate, and
+    # asking again cannot change that.
+    501: Rejected,
 }
+
+#: A listing's or step log's date filter: a datetime (naive ones are taken as UTC) or the text.
+DateFilter = datetime | str
 
 
 class WorkflowsClient:
@@ -160,15 +173,90 @@ class WorkflowsClient:
         )
 
     async def get(
-        self, workflow: str, instance_id: str, *, simple: bool = True
+        self,
+        workflow: str,
+        instance_id: str,
+        *,
+        simple: bool = True,
+        order: str | None = None,
     ) -> Answer[InstanceGetResponse]:
-        """``GET /instances/{id}``; ``simple`` leaves the step log out."""
+        """``GET /instances/{id}``; ``simple`` leaves the step log out, ``order`` (``asc`` or
+        ``desc``) sorts it."""
+        query = {"simple": "true" if simple else "false"}
+        if order is not None:
+            query["order"] = order
+        return await self._call(
+            "GET", self._instance(workflow, instance_id), InstanceGetResponse, params=query
+        )
+
+    async def step(
+        self,
+        workflow: str,
+        instance_id: str,
+        name: str,
+        *,
+        step_type: str = "step",
+        attempt: int | None = None,
+    ) -> Answer[InstanceStepResponse]:
+        """``GET /instances/{id}/step``: one step's full output. ``name`` carries the counter
+        suffix the step log shows (``prepare-1``); ``step_type`` is ``step`` or
+        ``waitForEvent``."""
+        query = {"name": name, "type": step_type}
+        if attempt is not None:
+            query["attempt"] = str(attempt)
         return await self._call(
             "GET",
-            self._instance(workflow, instance_id),
-            InstanceGetResponse,
-            params={"simple": "true" if simple else "false"},
+            self._instance(workflow, instance_id) + "/step",
+            InstanceStepResponse,
+            params=query,
         )
+
+    async def delete(self, workflow: str, instance_id: str) -> Answer[InstanceDeleteResponse]:
+        """``DELETE /instances/{id}``: stop the instance (no rollback) and forget it."""
+        return await self._call(
+            "DELETE", self._instance(workflow, instance_id), InstanceDeleteResponse
+        )
+
+    async def delete_batch(
+        self, workflow: str, instance_ids: Sequence[str]
+    ) -> Answer[BatchDeleteResponse]:
+        """``POST /instances/batch/delete`` with 1–100 ids; each lands in ``deleted`` or
+        ``errors``."""
+        _check_ids(instance_ids)
+        return await self._call(
+            "POST",
+            self._instances(workflow) + "/batch/delete",
+            BatchDeleteResponse,
+            json_body={"instances": list(instance_ids)},
+        )
+
+    async def terminate_batch(
+        self, workflow: str, instance_ids: Sequence[str]
+    ) -> Answer[BatchTerminateResponse]:
+        """``POST /instances/batch/terminate`` with 1–100 ids: says how many it terminated."""
+        _check_ids(instance_ids)
+        return await self._call(
+            "POST",
+            self._instances(workflow) + "/batch/terminate",
+            BatchTerminateResponse,
+            json_body=list(instance_ids),
+        )
+
+    async def terminate_all(
+        self, workflow: str, *, status: str | None = None
+    ) -> Answer[TerminateAllResponse]:
+        """``PUT /instances/terminate[?status=]``: start a job terminating every live instance
+        (of one status); ``already_running`` when one is running."""
+        return await self._call(
+            "PUT",
+            self._instances(workflow) + "/terminate",
+            TerminateAllResponse,
+            params=None if status is None else {"status": status},
+        )
+
+    async def terminate_all_status(self, workflow: str) -> Answer[TerminateJobStatus]:
+        """``GET /instances/terminate``: whether a terminate-all job is ``running``."""
+        return await self._call("GET", self._instances(workflow) + "/terminate", TerminateJobStatus)
 
     async def edit_status(
         self,
@@ -210,13 +298,28 @@ class WorkflowsClient:
         status: str | None = None,
         per_page: int = 50,
         cursor: str | None = None,
+        direction: str | None = None,
+        date_start: DateFilter | None = None,
+        date_end: DateFilter | None = None,
     ) -> tuple[Answer[list[InstanceListResponse]], str | None]:
-        """One page of ``GET /instances`` and the cursor of the next page (None at the end)."""
+        """One page of ``GET /instances`` and the cursor of the next page (None at the end).
+
+        ``direction`` (``asc``: oldest first, ``desc``: newest first) applies to cursor
+        pagination; ``date_start``/``date_end`` bound the creation time.
+        """
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be 1 to {MAX_PER_PAGE}, not {per_page}")
         query: dict[str, str] = {"per_page": str(per_page)}
         if status is not None:
             query["status"] = status
         if cursor is not None:
             query["cursor"] = cursor
+        if direction is not None:
+            query["direction"] = direction
+        if date_start is not None:
+            query["date_start"] = _date(date_start)
+        if date_end is not None:
+            query["date_end"] = _date(date_end)
         answer, info = await self._call_with_info(
             "GET", self._instances(workflow), _LIST_ADAPTER, params=query
         )
@@ -224,13 +327,26 @@ class WorkflowsClient:
         return answer, (str(next_cursor) if next_cursor else None)
 
     async def list_instances(
-        self, workflow: str, *, status: str | None = None, per_page: int = 50
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        per_page: int = 50,
+        direction: str | None = None,
+        date_start: DateFilter | None = None,
+        date_end: DateFilter | None = None,
     ) -> AsyncIterator[InstanceListResponse]:
         """Every instance, following ``result_info.cursor`` (page numbers are best effort)."""
         cursor: str | None = None
         while True:
             answer, cursor = await self.list_page(
-                workflow, status=status, per_page=per_page, cursor=cursor
+                workflow,
+                status=status,
+                per_page=per_page,
+                cursor=cursor,
+                direction=direction,
+                date_start=date_start,
+                date_end=date_end,
             )
             for item in answer.result:
                 yield item
@@ -269,7 +385,8 @@ class WorkflowsClient:
         params: Mapping[str, str] | None = None,
     ) -> tuple[Answer[T], Any]:
         where = f"{method} {path}"
-        content = None if json_body is None and method == "GET" else _dumps(json_body)
+        bodiless = json_body is None and method in ("GET", "DELETE", "PUT")
+        content = None if bodiless else _dumps(json_body)
         try:
             response = await self._http.request(
                 method,
@@ -314,6 +431,19 @@ class WorkflowsClient:
 
 _BULK_ADAPTER: TypeAdapter[list[InstanceBulkResponse]] = TypeAdapter(list[InstanceBulkResponse])
 _LIST_ADAPTER: TypeAdapter[list[InstanceListResponse]] = TypeAdapter(list[InstanceListResponse])
+
+
+def _check_ids(instance_ids: Sequence[str]) -> None:
+    if isinstance(instance_ids, str) or not 1 <= len(instance_ids) <= MAX_BATCH:
+        raise ValueError(f"give 1 to {MAX_BATCH} instance ids, not {len(instance_ids)}")
+
+
+def _date(value: DateFilter) -> str:
+    """ISO 8601 in UTC with a ``Z``, as the API's date filters take them."""
+    if isinstance(value, str):
+        return value
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _cause(exc: BaseException) -> str:

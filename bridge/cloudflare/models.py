@@ -126,3 +126,62 @@ class StatusEditResponse(_ApiModel):
 class EventCreateResponse(_ApiModel):
     instance_id: str | None = Field(default=None, alias="instanceId")
     timestamp: datetime | None = None
+
+
+class InstanceDeleteResponse(_ApiModel):
+    """``DELETE /instances/{id}``: the id that was deleted and when."""
+
+    instance_id: str | None = Field(default=None, alias="instanceId")
+    timestamp: datetime | None = None
+
+
+class DeletedInstance(_ApiModel):
+    id: str
+
+
+class DeleteError(_ApiModel):
+    """One id of a ``/batch/delete`` that was not deleted (``10400``: no such instance)."""
+
+    id: str
+    code: int | None = None
+    message: str = ""
+
+
+class BatchDeleteResponse(_ApiModel):
+    """``POST /instances/batch/delete``: one entry per id given, in ``deleted`` or ``errors``."""
+
+    deleted: list[DeletedInstance] = Field(default_factory=list)
+    errors: list[DeleteError] = Field(default_factory=list)
+
+
+class BatchTerminateResponse(_ApiModel):
+    """``POST /instances/batch/terminate``: how many of the ids were terminated.
+
+    ``status`` is ``already_running`` when a terminate job of the workflow was running and the
+    call did nothing; the API does not say which ids it terminated, only how many.
+    """
+
+    instances_terminated: int = Field(alias="instancesTerminated")
+    status: str
+
+
+class TerminateAllResponse(_ApiModel):
+    """``PUT /instances/terminate``: ``ok`` (a job started) or ``already_running``."""
+
+    status: str
+
+
+class TerminateJobStatus(_ApiModel):
+    """``GET /instances/terminate``: ``running`` or ``not_running``."""
+
+    status: str
+
+
+class InstanceStepResponse(_ApiModel):
+    """``GET /instances/{id}/step``: one step's full output (``running``, ``waiting``,
+    ``complete`` or ``errored``); ``output`` is set once the step completed."""
+
+    status: str
+    error: ErrorInfo | None = None
+    output: Any = None
+    event_type: str | None = None

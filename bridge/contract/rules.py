@@ -52,6 +52,11 @@ Status = Literal[
 INSTANCE_STATUSES: frozenset[str] = frozenset(get_args(Status))
 #: Once here, an instance only moves again by ``restart``.
 FINAL_STATUSES = frozenset({"complete", "errored", "terminated"})
+#: The ``status`` filters "terminate all" (``PUT …/instances/terminate?status=``) accepts; these
+#: are the live statuses wrangler's ``terminate-all`` allows.
+TERMINABLE_STATUSES = ("queued", "running", "paused", "waitingForPause", "waiting")
+#: The order of a ``GET /instances/{id}`` step log and the direction of a cursor listing.
+ORDERS = ("asc", "desc")
 LOCATION_HINTS = (
     "wnam",
     "weur",
