@@ -228,3 +228,54 @@ async def test_requests_carry_bearer_and_json(emulator: Emulator) -> None:
         request.url.raw_path == b"/client/v4/accounts/a%2Fb/workflows/wf/instances/i%20d/events/go"
     )
     assert json.loads(request.content) == [1, 2]
+
+
+async def test_bulk_calls_check_their_size_before_spending_a_request(
+    client: WorkflowsClient, emulator: Emulator
+) -> None:
+    for call in (client.delete_batch, client.terminate_batch):
+        with pytest.raises(ValueError, match="1 to 100"):
+            await call("wf", [])
+        with pytest.raises(ValueError, match="1 to 100"):
+            await call("wf", [f"i{n}" for n in range(101)])
+        with pytest.raises(ValueError, match="1 to 100"):
+            await call("wf", "one-string-is-not-a-list")
+    with pytest.raises(ValueError, match="per_page"):
+        await client.list_page("wf", per_page=101)
+    assert emulator.stats.requests.total() == 0
+
+
+async def test_not_emulated_is_rejected_not_retried(client: WorkflowsClient) -> None:
+    await client.create("wf", instance_id="rb")
+    with pytest.raises(Rejected) as refused:
+        await client.edit_status("wf", "rb", "terminate", rollback=True)
+    assert refused.value.http_status == 501
+    assert not refused.value.retriable
+    assert "not emulated" in str(refused.value)
+
+
+async def test_delete_then_create_again_and_missing_ids(
+    client: WorkflowsClient, emulator: Emulator
+) -> None:
+    await client.create("wf", instance_id="again", params={"round": 1})
+    assert (await client.delete("wf", "again")).result.instance_id == "again"
+    with pytest.raises(NotFound) as missing:
+        await client.delete("wf", "again")
+    assert missing.value.code == 10400
+    await client.create("wf", instance_id="again", params={"round": 2})
+    assert (await client.get("wf", "again", simple=False)).result.params == {"round": 2}
+    with pytest.raises(NotFound) as no_workflow:
+        await client.delete_batch("undeployed", ["again"])
+    assert no_workflow.value.code == 10200
+
+
+def test_date_filters_are_utc_with_a_z() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from bridge.cloudflare.client import _date
+
+    assert _date(datetime(2026, 1, 2, 3, 4, 5, 678000)) == "2026-01-02T03:04:05.678Z"
+    east = timezone(timedelta(hours=2))
+    assert _date(datetime(2026, 1, 2, 5, 4, 5, tzinfo=east)) == "2026-01-02T03:04:05.000Z"
+    assert _date(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000Z"
+    assert _date("2026-01-02") == "2026-01-02"

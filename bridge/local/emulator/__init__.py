@@ -1,8 +1,10 @@
 """A local emulator of the Cloudflare Workflows instances REST API, for tests and development.
 
 It serves ``/client/v4/accounts/{account_id}/workflows/{workflow_name}/instances…`` over real
-sockets with production's envelope, error codes, duplicate-id rules, status transitions and
-event buffering, and can act like production under load: a global request budget with its
+sockets — create, batch create, list, get, step, status edits, events, delete, batch delete,
+batch terminate, and the "terminate all" job with its status — with production's envelope, error
+codes, duplicate-id rules, status transitions and event buffering, and can act like production
+under load: a global request budget with its
 block, creation-rate limits, latency, and faults (5xx, ``success: false``, timeouts, dropped
 connections, and changes applied before the answer fails).
 
@@ -26,13 +28,20 @@ Where it differs from production, knowingly:
 - Unverified production choices are pinned and documented: a duplicate create answers 409 with
   ``10405`` (``duplicate_status`` makes it 400); numeric codes production never documented are
   the emulator's own (see ``problems``); the creation-rate 429 carries ``Retry-After`` unless
-  ``CreationLimits.retry_after`` is off; ``GET /instances`` lists newest first by default.
+  ``CreationLimits.retry_after`` is off; ``GET /instances`` lists newest first by default,
+  ``direction`` applies to cursor pagination only, and a ``direction`` that contradicts the
+  cursor's is 400.
 - Events sent to a finished instance are accepted and ignored, as Cloudflare's local engine does.
   Pause on a ``queued`` instance is a no-op, as in the local engine.
-- ``terminate`` with ``rollback: true`` terminates at once: no ``rollingBack`` phase, no handlers.
+- What it does not implement answers 501 ``not emulated`` (code 7501), never a plausible answer:
+  ``terminate`` with ``rollback: true`` (no ``rollingBack`` phase or rollback steps), and the
+  routes beside ``/instances`` (the workflow itself, its versions, the workflow list, settings).
+- ``batch/terminate`` acts at once and counts the live ids it terminated (final, unknown and
+  repeated ids are not counted); production runs it "via an async job". The "terminate all" job
+  runs ``terminate_all_seconds`` later in one go.
 - ``restart`` keeps events that were never consumed; events consumed by the re-run steps are spent.
-- No retention, deletion, versions, per-step timeouts, ``/step`` endpoint or batch terminate; the
-  ``params`` of a create are stored as given (a JSON string is not parsed).
+- No retention, versions or per-step timeouts; the ``params`` of a create are stored as given (a
+  JSON string is not parsed).
 - The budget is one sliding window for the whole emulator (not per token), the block starts a
   fresh window when it ends, and requests refused for a missing, wrong or revoked token are
   not charged.

@@ -7,15 +7,22 @@ Unknown fields are ignored, as production does. The id, name and size rules come
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from aiohttp import web
 
 from bridge.contract.rules import (
     LOCATION_HINTS,
+    MAX_BATCH,
+    MAX_INSTANCE_ID,
     MAX_PAYLOAD_BYTES,
+    NAME_RE,
     RETENTION_RE,
     STATUS_ACTIONS,
+    TERMINABLE_STATUSES,
     instance_id_problem,
 )
 from bridge.local.emulator import problems
@@ -23,6 +30,70 @@ from bridge.local.emulator.engine import StepRef, StepType
 
 Action = Literal["pause", "resume", "terminate", "restart"]
 _STEP_TYPES: tuple[StepType, ...] = ("do", "sleep", "waitForEvent")
+#: Ids an existing instance may have: created ones, and cron-triggered ones (up to 271
+#: characters with spaces, ``*``, ``/`` and ``,``), which a delete must be able to name.
+_ADDRESSABLE_RE = re.compile(r"^[a-zA-Z0-9, */#_-]{1,271}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEdit:
+    """A parsed ``PATCH …/status`` body."""
+
+    action: Action
+    start_from: StepRef | None = None
+    rollback: bool = False
+
+
+def parse_id_list(body: Any, *, wrapped: bool) -> list[str]:
+    """The 1–100 ids of a batch delete (``{"instances": [...]}``, ``wrapped``) or a batch
+    terminate (a bare array); 400 when the shape, the count or an id is wrong."""
+    ids = body
+    if wrapped:
+        ids = body.get("instances") if isinstance(body, dict) else None
+    shape = '{"instances": [ids]}' if wrapped else "a JSON array of ids"
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_BATCH:
+        raise problems.invalid(f"The request body must be {shape} with 1 to {MAX_BATCH} ids")
+    for value in ids:
+        if not isinstance(value, str):
+            raise problems.invalid_instance_id()
+        valid = (
+            _ADDRESSABLE_RE.match(value)
+            if wrapped
+            else len(value) <= MAX_INSTANCE_ID and NAME_RE.match(value)
+        )
+        if not valid:
+            raise problems.invalid_instance_id()
+    return ids
+
+
+def parse_step_query(query: Mapping[str, str]) -> tuple[str, str, int | None]:
+    """``(name, type, attempt)`` of a ``GET …/step``; ``type`` defaults to ``step``."""
+    name, step_type, raw_attempt = (
+        query.get("name"),
+        query.get("type", "step"),
+        query.get("attempt"),
+    )
+    if not name:
+        raise problems.invalid("name is required: the step's name including its counter suffix")
+    if step_type not in ("step", "waitForEvent"):
+        raise problems.invalid("type must be step or waitForEvent")
+    attempt = None
+    if raw_attempt is not None:
+        try:
+            attempt = int(raw_attempt)
+        except ValueError:
+            attempt = 0
+        if attempt < 1 or step_type != "step":
+            raise problems.invalid("attempt must be a positive integer, for type step only")
+    return name, step_type, attempt
+
+
+def parse_terminate_filter(query: Mapping[str, str]) -> str | None:
+    """The ``status`` a "terminate all" is limited to, if any."""
+    status = query.get("status")
+    if status is not None and status not in TERMINABLE_STATUSES:
+        raise problems.invalid(f"status must be one of {', '.join(TERMINABLE_STATUSES)}")
+    return status
 
 
 async def read_json(request: web.Request, *, default: Any, limit: bool = False) -> Any:
@@ -78,8 +149,8 @@ def _check_retention(retention: Any) -> None:
             raise problems.invalid(f"instance_retention.{key} is not a valid duration")
 
 
-def parse_status(body: Any) -> tuple[Action, StepRef | None]:
-    """The action of a status edit and, for a restart, the step to restart from."""
+def parse_status(body: Any) -> StatusEdit:
+    """The action of a status edit with its ``from`` (restart) or ``rollback`` (terminate)."""
     if not isinstance(body, dict):
         raise problems.invalid("The request body must be a JSON object")
     action = body.get("status")
@@ -90,7 +161,7 @@ def parse_status(body: Any) -> tuple[Action, StepRef | None]:
         raise problems.invalid("rollback must be a boolean")
     start_from = body.get("from")
     if start_from is None or action != "restart":
-        return cast(Action, action), None
+        return StatusEdit(cast(Action, action), rollback=rollback is True and action == "terminate")
     if not isinstance(start_from, dict):
         raise problems.invalid("from must be an object")
     name, count, step_type = (start_from.get(k) for k in ("name", "count", "type"))
@@ -102,4 +173,4 @@ def parse_status(body: Any) -> tuple[Action, StepRef | None]:
         raise problems.invalid("from.count must be a positive integer")
     if step_type is not None and step_type not in _STEP_TYPES:
         raise problems.invalid(f"from.type must be one of {', '.join(_STEP_TYPES)}")
-    return "restart", StepRef(name, count, cast(StepType | None, step_type))
+    return StatusEdit("restart", StepRef(name, count, cast(StepType | None, step_type)))

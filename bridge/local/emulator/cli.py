@@ -6,6 +6,7 @@ The TOML file given with ``--config`` holds ``EmulatorConfig`` key for key; flag
     account_id = "my-account"          # omit to accept any account id
     seed = 7
     duplicate_status = 409             # or 400
+    terminate_all_seconds = 1          # how long a "terminate all" job runs before it acts
 
     [budget]                           # global request budget (off when absent)
     requests = 1200

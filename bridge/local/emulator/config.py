@@ -18,9 +18,33 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 from bridge.contract.rules import MAX_EVENT_TYPE, MAX_WORKFLOW_NAME, name_problem
 
 #: The routes of the emulated REST surface, by the name used in stats and fault filters.
-Route = Literal["list", "create", "batch", "get", "status", "event"]
+Route = Literal[
+    "list",
+    "create",
+    "batch",
+    "get",
+    "step",
+    "status",
+    "event",
+    "delete",
+    "batch_delete",
+    "batch_terminate",
+    "terminate_all",
+    "terminate_status",
+]
 #: Routes that change state; only these can suffer "apply then fail" faults.
-MUTATING_ROUTES: frozenset[Route] = frozenset({"create", "batch", "status", "event"})
+MUTATING_ROUTES: frozenset[Route] = frozenset(
+    {
+        "create",
+        "batch",
+        "status",
+        "event",
+        "delete",
+        "batch_delete",
+        "batch_terminate",
+        "terminate_all",
+    }
+)
 
 DEFAULT_TOKEN = "emulator-token"
 
@@ -194,6 +218,9 @@ class EmulatorConfig(_Settings):
     ``account_id``: ``None`` accepts any account in the path; a value makes others 403.
     ``duplicate_status``: the HTTP status of a create with an id in use (production unverified).
     ``revoked``: every call gets 403, as with a token that was revoked.
+    ``terminate_all_seconds``: how long a "terminate all" job (``PUT …/instances/terminate``)
+    runs before it terminates the workflow's live instances; meanwhile the job reports
+    ``running`` and batch terminates answer ``already_running``.
     """
 
     token: str = DEFAULT_TOKEN
@@ -202,6 +229,7 @@ class EmulatorConfig(_Settings):
     workflows: dict[str, WorkflowBehaviour] | None = None
     default_behaviour: WorkflowBehaviour = Field(default_factory=WorkflowBehaviour)
     duplicate_status: Literal[400, 409] = 409
+    terminate_all_seconds: float = Field(default=1.0, ge=0)
     budget: RequestBudget | None = None
     creation: CreationLimits = Field(default_factory=CreationLimits)
     latency: Latency = Field(default_factory=Latency)

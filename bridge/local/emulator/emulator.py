@@ -116,9 +116,9 @@ class Emulator:
     # -- what tests assert on ----------------------------------------------------------------
 
     def instances(self, workflow: str) -> list[InstanceView]:
-        """Every instance of ``workflow`` ever created, oldest first."""
+        """Every instance of ``workflow`` created and not deleted, oldest first."""
         flow = self._running().known_flow(workflow)
-        return [] if flow is None else [inst.view() for inst in flow.order]
+        return [] if flow is None else [inst.view() for inst in flow.order if not inst.deleted]
 
     def instance(self, workflow: str, instance_id: str) -> InstanceView | None:
         """One instance, or None if it does not exist."""

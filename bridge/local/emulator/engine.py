@@ -15,6 +15,10 @@ Life of an instance (statuses as the REST API reports them)::
 - *terminate*: any live status → ``terminated``; a final instance → 409.
 - *restart*: any status → ``queued``, then runs from scratch (or from the step named in
   ``from``, keeping the history before it). Events consumed by forgotten steps are spent.
+- *delete*: any status; the instance stops at once (no rollback) and is forgotten, so its id
+  can be created again.
+- *terminate all*: a job per workflow that, ``terminate_all_seconds`` after it was started,
+  terminates every live instance (of one status, if asked); one job at a time.
 - *events*: kept per type, oldest first, until a ``waitForEvent`` of that type takes one, also
   when sent before the step is reached or while paused; final instances record and ignore them.
 
@@ -71,12 +75,14 @@ class Flow:
 
     __slots__ = (
         "active",
+        "deleted",
         "id",
         "instances",
         "name",
         "order",
         "pump_pending",
         "queue",
+        "terminator",
         "version_id",
     )
 
@@ -89,6 +95,10 @@ class Flow:
         self.queue: deque[Instance] = deque()
         self.active = 0
         self.pump_pending = False
+        #: How many instances of ``order`` were deleted (0 keeps listing on its fast path).
+        self.deleted = 0
+        #: The running "terminate all" job, if any.
+        self.terminator: asyncio.TimerHandle | None = None
 
 
 class Engine:
@@ -195,6 +205,44 @@ class Engine:
         self._schedule_pump(flow)
         return inst.status
 
+    def terminate_many(self, flow: Flow, instance_ids: Iterable[str]) -> int:
+        """Terminate each live instance named (once); returns how many were terminated."""
+        terminated = 0
+        for instance_id in dict.fromkeys(instance_ids):
+            inst = flow.instances.get(instance_id)
+            if inst is not None and inst.status not in FINAL:
+                self.terminate(inst)
+                terminated += 1
+        return terminated
+
+    def delete(self, inst: Instance) -> None:
+        """Stop the instance without rollback and forget it; its id is free again."""
+        flow = self._flows[inst.workflow]
+        self._disarm(inst)
+        if inst.status in ACTIVE:
+            flow.active -= 1
+            if flow.queue:
+                self._schedule_pump(flow)
+        del flow.instances[inst.id]
+        inst.deleted = True
+        inst.phase = Phase.IDLE
+        flow.deleted += 1
+
+    def start_terminate_all(self, flow: Flow, status: str | None) -> bool:
+        """Start the workflow's "terminate all" job; False when one is running already."""
+        if flow.terminator is not None:
+            return False
+        flow.terminator = self._loop.call_later(
+            self._config.terminate_all_seconds, self._terminate_all, flow, status
+        )
+        return True
+
+    def _terminate_all(self, flow: Flow, status: str | None) -> None:
+        flow.terminator = None
+        for inst in list(flow.instances.values()):
+            if inst.status not in FINAL and (status is None or inst.status == status):
+                self.terminate(inst)
+
     def send_event(self, inst: Instance, event_type: str, payload: Any) -> None:
         final = inst.status in FINAL
         inst.add_event(event_type, payload, self._clock(), buffered=not final)
@@ -224,6 +272,9 @@ class Engine:
         """Cancel every pending timer; the engine does nothing more afterwards."""
         for flow in self._flows.values():
             flow.queue.clear()
+            if flow.terminator is not None:
+                flow.terminator.cancel()
+                flow.terminator = None
             for inst in flow.order:
                 if inst.timer is not None:
                     inst.timer.cancel()
@@ -246,8 +297,8 @@ class Engine:
         flow.pump_pending = False
         while flow.queue and self._has_room(flow):
             inst = flow.queue.popleft()
-            if inst.status != "queued":
-                continue  # terminated, restarted (and queued again) or already started
+            if inst.status != "queued" or inst.deleted:
+                continue  # terminated, deleted, restarted (and queued again) or started
             if math.isnan(inst.times[STARTED_AT]):
                 inst.stamp(STARTED_AT, self._clock())
             self._continue(inst)

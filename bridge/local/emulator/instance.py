@@ -79,6 +79,7 @@ class Instance:
 
     __slots__ = (
         "behaviour",
+        "deleted",
         "due",
         "duplicate_attempts",
         "error",
@@ -128,6 +129,9 @@ class Instance:
         self.events: list[EventRecord] | None = None
         self.duplicate_attempts = 0
         self.restarts = 0
+        #: Deleted instances keep their place in the workflow's creation order (cursors are
+        #: positions in it) but are invisible everywhere.
+        self.deleted = False
 
     # -- timestamps ------------------------------------------------------------------------
 

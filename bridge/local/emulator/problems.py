@@ -14,13 +14,19 @@ HTTP   code   meaning
 404    7003   no such route                                                     (chosen)
 404    10200  ``workflows.api.error.workflow.not_found``
 404    10400  ``workflows.api.error.instance.not_found``
+404    10404  ``/step``: no step of that name and type (or no such attempt)       (chosen)
 405    7001   method not allowed on this route                                  (chosen)
 409*   10405  ``workflows.api.error.instance.already_exists`` (* status configurable)
 409    10409  instance not in a state that allows the action                    (chosen)
 429    971    global request budget exceeded / blocked                          (chosen)
 429    10429  instance creation rate exceeded                                   (chosen)
 500    10001  ``workflows.api.error.internal_server``
+501    7501   ``not emulated``: a production route or option the emulator lacks  (emulator)
 =====  =====  ==========================================================================
+
+501 is the emulator's own answer, never production's: a client that reaches something the
+emulator does not implement learns exactly that, instead of a plausible answer that would make a
+test pass for the wrong reason.
 """
 
 from __future__ import annotations
@@ -75,6 +81,14 @@ def no_route(path: str) -> ApiProblem:
 
 def method_not_allowed() -> ApiProblem:
     return ApiProblem(405, 7001, "Method not allowed")
+
+
+def not_emulated(what: str) -> ApiProblem:
+    return ApiProblem(501, 7501, f"not emulated: {what} is not implemented by the emulator")
+
+
+def step_not_found(name: str, step_type: str) -> ApiProblem:
+    return ApiProblem(404, 10404, f"workflows.api.error.step.not_found: no {step_type} {name!r}")
 
 
 def workflow_not_found() -> ApiProblem:

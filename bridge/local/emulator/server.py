@@ -2,7 +2,8 @@
 
 Every request goes through the same pipeline, in this order:
 
-1. resolve the route from the raw (still percent-encoded) path, decoding each segment;
+1. resolve the route from the raw (still percent-encoded) path, decoding each segment
+   (:mod:`bridge.local.emulator.routes`; 404, 405, or 501 for what is not emulated);
 2. count it, then hold it for the configured latency;
 3. authenticate (403 while revoked, 401 for a wrong token);
 4. charge the global request budget (429, then a block);
@@ -22,15 +23,20 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from bridge.contract.rules import MAX_BATCH, MAX_EVENT_TYPE, MAX_WORKFLOW_NAME, name_problem
 from bridge.local.emulator import problems
-from bridge.local.emulator.bodies import parse_create, parse_status, read_json
+from bridge.local.emulator.bodies import (
+    parse_create,
+    parse_id_list,
+    parse_status,
+    parse_step_query,
+    parse_terminate_filter,
+    read_json,
+)
 from bridge.local.emulator.config import EmulatorConfig, Route
 from bridge.local.emulator.engine import Engine
 from bridge.local.emulator.limits import (
@@ -41,7 +47,8 @@ from bridge.local.emulator.limits import (
 )
 from bridge.local.emulator.listing import list_page
 from bridge.local.emulator.problems import ApiProblem
-from bridge.local.emulator.render import create_result, get_result, now_iso
+from bridge.local.emulator.render import create_result, get_result, now_iso, step_result
+from bridge.local.emulator.routes import Target, resolve
 from bridge.local.emulator.stats import Stats
 
 API_ROOT = "/client/v4"
@@ -50,54 +57,6 @@ MAX_BODY_BYTES = 128 * 1024 * 1024
 
 Result = tuple[Any, dict[str, Any] | None]
 Handler = Callable[[web.Request, "Target"], Awaitable[Result]]
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A resolved request: the route and the decoded path parameters."""
-
-    route: Route
-    account: str
-    workflow: str
-    instance_id: str = ""
-    event_type: str = ""
-
-
-def resolve(method: str, raw_path: str) -> Target:
-    """Map a method and raw path onto a route; raises the 404/405 problem otherwise."""
-    parts = [unquote(part) for part in raw_path.split("/")]
-    if parts and parts[-1] == "":
-        parts.pop()
-    fixed = ["", "client", "v4", "accounts", None, "workflows", None, "instances"]
-    if len(parts) < len(fixed) or any(
-        want is not None and got != want for want, got in zip(fixed, parts, strict=False)
-    ):
-        raise problems.no_route(raw_path)
-    account, workflow, rest = parts[4], parts[6], parts[8:]
-    routes: list[tuple[int, str, Route]] = [
-        (0, "GET", "list"),
-        (0, "POST", "create"),
-        (1, "POST", "batch"),
-        (1, "GET", "get"),
-        (2, "PATCH", "status"),
-        (3, "POST", "event"),
-    ]
-    shape_ok = (
-        len(rest) <= 1
-        or (len(rest) == 2 and rest[1] == "status")
-        or (len(rest) == 3 and rest[1] == "events")
-    )
-    if not shape_ok:
-        raise problems.no_route(raw_path)
-    for length, verb, route in routes:
-        if length != len(rest) or verb != method:
-            continue
-        if route == "batch" and rest[0] != "batch":
-            continue
-        instance_id = rest[0] if route in ("get", "status", "event") else ""
-        event_type = rest[2] if route == "event" else ""
-        return Target(route, account, workflow, instance_id, event_type)
-    raise problems.method_not_allowed()
 
 
 class ApiServer:
@@ -124,8 +83,14 @@ class ApiServer:
             "create": self._create,
             "batch": self._batch,
             "get": self._get,
+            "step": self._step,
             "status": self._status,
             "event": self._event,
+            "delete": self._delete,
+            "batch_delete": self._batch_delete,
+            "batch_terminate": self._batch_terminate,
+            "terminate_all": self._terminate_all,
+            "terminate_status": self._terminate_status,
         }
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -279,10 +244,19 @@ class ApiServer:
         result = get_result(inst, flow, simple=simple == "true", descending=order == "desc")
         return result, None
 
+    async def _step(self, request: web.Request, target: Target) -> Result:
+        name, step_type, attempt = parse_step_query(request.query)
+        inst = self._engine.instance(_workflow(target), target.instance_id)
+        return step_result(inst, name, step_type, attempt), None
+
     async def _status(self, request: web.Request, target: Target) -> Result:
-        action, start_from = parse_status(await read_json(request, default=None))
+        edit = parse_status(await read_json(request, default=None))
+        action, start_from = edit.action, edit.start_from
         engine = self._engine
         inst = engine.instance(_workflow(target), target.instance_id)
+        if edit.rollback:
+            # Accepting it and terminating without the rollback would be a plausible lie.
+            raise problems.not_emulated("terminate with rollback: true (rollingBack, rollbacks)")
         if action == "pause":
             status = engine.pause(inst)
         elif action == "resume":
@@ -305,6 +279,50 @@ class ApiServer:
         self._engine.send_event(inst, target.event_type, payload)
         self._stats.events[inst.workflow] += 1
         return {"instanceId": inst.id, "timestamp": now_iso()}, None
+
+    async def _delete(self, request: web.Request, target: Target) -> Result:
+        inst = self._engine.instance(_workflow(target), target.instance_id)
+        self._engine.delete(inst)
+        self._stats.deleted[inst.workflow] += 1
+        return {"instanceId": inst.id, "timestamp": now_iso()}, None
+
+    async def _batch_delete(self, request: web.Request, target: Target) -> Result:
+        flow = self._engine.flow(_workflow(target))
+        ids = parse_id_list(await read_json(request, default=None), wrapped=True)
+        deleted: list[dict[str, str]] = []
+        errors: list[dict[str, Any]] = []
+        gone: set[str] = set()
+        for instance_id in ids:  # one entry per id given, repeats included
+            inst = flow.instances.get(instance_id)
+            if inst is not None:
+                self._engine.delete(inst)
+                self._stats.deleted[flow.name] += 1
+                gone.add(instance_id)
+            if instance_id in gone:
+                deleted.append({"id": instance_id})
+            else:
+                missing = problems.instance_not_found()
+                errors.append({"id": instance_id, "code": missing.code, "message": missing.message})
+        return {"deleted": deleted, "errors": errors}, None
+
+    async def _batch_terminate(self, request: web.Request, target: Target) -> Result:
+        flow = self._engine.flow(_workflow(target))
+        ids = parse_id_list(await read_json(request, default=None), wrapped=False)
+        if flow.terminator is not None:
+            return {"instancesTerminated": 0, "status": "already_running"}, None
+        terminated = self._engine.terminate_many(flow, ids)
+        self._stats.batch_terminated[flow.name] += terminated
+        return {"instancesTerminated": terminated, "status": "ok"}, None
+
+    async def _terminate_all(self, request: web.Request, target: Target) -> Result:
+        flow = self._engine.flow(_workflow(target))
+        status = parse_terminate_filter(request.query)
+        started = self._engine.start_terminate_all(flow, status)
+        return {"status": "ok" if started else "already_running"}, None
+
+    async def _terminate_status(self, request: web.Request, target: Target) -> Result:
+        flow = self._engine.flow(_workflow(target))
+        return {"status": "not_running" if flow.terminator is None else "running"}, None
 
 
 def _workflow(target: Target) -> str:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 class Stats:
     """Plain counters, updated by the server as requests are handled; ``reset()`` zeroes them.
 
-    Keys: routes are ``list``, ``create``, ``batch``, ``get``, ``status``, ``event`` and
-    ``unknown``; ``throttled`` kinds are ``budget`` (the request that used up the budget),
-    ``blocked`` (refused during the block that followed) and ``creation`` (creation rate);
-    ``faults`` kinds are the ``Faults`` field names without ``_ratio``.
+    Keys: routes are the names of ``config.Route`` (``list``, ``create``, ``batch``, ``get``,
+    ``step``, ``status``, ``event``, ``delete``, ``batch_delete``, ``batch_terminate``,
+    ``terminate_all``, ``terminate_status``) and ``unknown``; ``throttled`` kinds are
+    ``budget`` (the request that used up the budget), ``blocked`` (refused during the block
+    that followed) and ``creation`` (creation rate); ``faults`` kinds are the ``Faults`` field
+    names without ``_ratio``.
     """
 
     #: Requests received, by route name.
@@ -36,6 +38,10 @@ class Stats:
     batch_skipped: Counter[str] = field(default_factory=Counter)
     #: Events accepted, by workflow.
     events: Counter[str] = field(default_factory=Counter)
+    #: Instances deleted (single and batch), by workflow.
+    deleted: Counter[str] = field(default_factory=Counter)
+    #: Instances terminated by ``/batch/terminate`` calls, by workflow.
+    batch_terminated: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate_limited(self) -> int:
@@ -55,5 +61,7 @@ class Stats:
             self.duplicates_rejected,
             self.batch_skipped,
             self.events,
+            self.deleted,
+            self.batch_terminated,
         ):
             counter.clear()

@@ -160,7 +160,15 @@ async def test_terminate_stops_and_a_final_instance_cannot_be_terminated(
     emu, api = flows
     await create(api, "sleepy", "t")
     await reach(emu, "sleepy", "t", "waiting")
-    assert await edit(api, "sleepy", "t", status="terminate", rollback=True) == "terminated"
+    # Rollbacks are not emulated: refused as such, and the instance is left as it was.
+    refused = await api.patch(
+        "sleepy/instances/t/status", json={"status": "terminate", "rollback": True}
+    )
+    status, code, message = error_of(refused)
+    assert (status, code) == (501, 7501)
+    assert message.startswith("not emulated: terminate with rollback: true")
+    assert view(emu, "sleepy", "t").status == "waiting"
+    assert await edit(api, "sleepy", "t", status="terminate", rollback=False) == "terminated"
     await asyncio.sleep(0.35)
     assert view(emu, "sleepy", "t").status == "terminated"
     got = result_of(await api.get("sleepy/instances/t"))

@@ -56,7 +56,7 @@ async def test_create_answers_queued_and_the_instance_completes(
     assert got["output"] == {"params": {"sku": "A", "qty": 2}}
     assert got["success"] is True
     assert got["versionId"] == result["version_id"]
-    assert [step["name"] for step in got["steps"]] == ["prepare", "nap", "finish"]
+    assert [step["name"] for step in got["steps"]] == ["prepare-1", "nap-1", "finish-1"]
 
 
 async def test_create_without_an_id_generates_a_uuid(emu: Emulator, api: httpx.AsyncClient) -> None:
@@ -222,7 +222,7 @@ async def test_get_shapes_steps_simple_and_order(client_for: ClientFactory) -> N
         assert do["config"]["retries"]["limit"] == 5
         assert sleep == {
             "type": "sleep",
-            "name": "rest",
+            "name": "rest-1",
             "start": sleep["start"],
             "end": sleep["end"],
             "finished": True,
@@ -239,7 +239,7 @@ async def test_get_shapes_steps_simple_and_order(client_for: ClientFactory) -> N
         assert "steps" not in simple
         assert simple["step_count"] == 3
         newest_first = result_of(await api.get("flow/instances/g", params={"order": "desc"}))
-        assert [s["name"] for s in newest_first["steps"]] == ["approval", "rest", "work"]
+        assert [s["name"] for s in newest_first["steps"]] == ["approval-1", "rest-1", "work-1"]
         bad = await api.get("flow/instances/g", params={"order": "sideways"})
         assert error_of(bad)[0] == 400
 
@@ -406,11 +406,34 @@ async def test_percent_encoded_cron_ids_are_decoded(emu: Emulator, api: httpx.As
 
 
 async def test_unknown_routes_and_methods(api: httpx.AsyncClient) -> None:
-    assert error_of(await api.get("orders"))[:2] == (404, 7003)
     assert error_of(await api.get("orders/instances/a/b/c/d"))[:2] == (404, 7003)
-    assert error_of(await api.delete("orders/instances/a"))[:2] == (405, 7001)
+    assert error_of(await api.get("orders/elsewhere"))[:2] == (404, 7003)
     assert error_of(await api.put("orders/instances"))[:2] == (405, 7001)
     assert error_of(await api.get("orders/instances/a/status"))[:2] == (405, 7001)
+    # Fixed sub-paths are never taken for instance ids: a method they lack is 405.
+    assert error_of(await api.get("orders/instances/batch"))[:2] == (405, 7001)
+    assert error_of(await api.delete("orders/instances/terminate"))[:2] == (405, 7001)
+    assert error_of(await api.get("orders/instances/batch/delete"))[:2] == (405, 7001)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", ""),
+        ("GET", "orders"),
+        ("PUT", "orders"),
+        ("DELETE", "orders"),
+        ("GET", "orders/versions"),
+        ("GET", "orders/versions/v1/dag"),
+        ("GET", "settings"),
+    ],
+)
+async def test_production_routes_the_emulator_lacks_answer_not_emulated(
+    api: httpx.AsyncClient, method: str, path: str
+) -> None:
+    status, code, message = error_of(await api.request(method, path))
+    assert (status, code) == (501, 7501)
+    assert message.startswith(f"not emulated: {method} /accounts/{{account_id}}/workflows")
 
 
 async def test_counters_track_routes_statuses_and_creations(

@@ -140,3 +140,126 @@ async def test_sdk_raises_its_exceptions_for_emulated_errors(
     async with AsyncCloudflare(api_token="wrong", base_url=emu.base_url, max_retries=0) as stranger:
         with pytest.raises(cloudflare.AuthenticationError):
             await stranger.workflows.instances.get("x", account_id=account, workflow_name="orders")
+
+
+async def test_sdk_client_and_emulator_agree_on_the_rest_of_the_api() -> None:
+    """Endpoints the SDK has no method for are reached as its README says, with ``cast_to=object``;
+    every answer must equal what the project's client parsed from the same emulator."""
+    from bridge.cloudflare.client import WorkflowsClient
+
+    # No sleep: "waiting" then means waiting for the event.
+    waits = WorkflowBehaviour(
+        steps=(
+            DoStep(name="prepare", duration_ms=5, output="ready"),
+            WaitForEventStep(name="approval", event_type="approve"),
+        )
+    )
+    config = EmulatorConfig(workflows={"orders": waits}, terminate_all_seconds=0.05)
+    async with (
+        Emulator(config) as emu,
+        AsyncCloudflare(api_token=emu.token, base_url=emu.base_url, max_retries=0) as sdk,
+        WorkflowsClient(
+            account_id=emu.account_id, api_token=emu.token, base_url=emu.base_url
+        ) as ours,
+    ):
+        account = emu.account_id
+        instances = sdk.workflows.instances
+        root = f"/accounts/{account}/workflows/orders/instances"
+        await instances.bulk(
+            "orders", account_id=account, body=[{"instance_id": f"i{n}"} for n in range(8)]
+        )
+        async with asyncio.timeout(5):
+            for n in range(8):
+                await emu.wait_for_status("orders", f"i{n}", "waiting")
+
+        # GET …/step, with the counter-suffixed name the step log shows
+        names = [
+            step.name  # type: ignore[union-attr]
+            for step in (
+                await instances.get("i0", account_id=account, workflow_name="orders")
+            ).steps
+        ]
+        assert names == ["prepare-1", "approval-1"]
+        by_sdk = await instances.step(
+            "i0", account_id=account, workflow_name="orders", name="prepare-1", type="step"
+        )
+        by_us = await ours.step("orders", "i0", "prepare-1")
+        assert by_sdk.status == by_us.result.status == "complete"
+        assert by_sdk.output == by_us.result.output == "ready"
+        waiting_sdk = await instances.step(
+            "i0", account_id=account, workflow_name="orders", name="approval-1", type="waitForEvent"
+        )
+        waiting_us = await ours.step("orders", "i0", "approval-1", step_type="waitForEvent")
+        assert waiting_sdk.status == waiting_us.result.status == "waiting"
+        assert waiting_sdk.event_type == waiting_us.result.event_type == "approve"
+        with pytest.raises(cloudflare.NotFoundError):
+            await instances.step(
+                "i0", account_id=account, workflow_name="orders", name="prepare", type="step"
+            )
+
+        # GET …/{id}?order=desc
+        newest_first = await instances.get(
+            "i0", account_id=account, workflow_name="orders", order="desc"
+        )
+        ours_desc = await ours.get("orders", "i0", simple=False, order="desc")
+        assert [s.type for s in newest_first.steps] == [s.type for s in ours_desc.result.steps]
+        assert [s.type for s in ours_desc.result.steps] == ["waitForEvent", "step"]
+
+        # GET /instances with every filter: direction (cursor pagination), dates, status
+        asc_sdk = await instances.list(
+            "orders", account_id=account, per_page=3, direction="asc", status="waiting"
+        )
+        asc_us, cursor = await ours.list_page(
+            "orders", per_page=3, direction="asc", status="waiting"
+        )
+        assert [i.id for i in asc_sdk.result] == [i.id for i in asc_us.result]
+        assert [i.id for i in asc_us.result] == ["i0", "i1", "i2"]
+        assert cursor is not None
+        created = asc_us.result[0].created_on
+        assert created is not None
+        dated_sdk = await instances.list(
+            "orders", account_id=account, date_start=created, date_end=created, per_page=100
+        )
+        dated_us = [
+            i.id async for i in ours.list_instances("orders", date_start=created, date_end=created)
+        ]
+        assert sorted(i.id for i in dated_sdk.result) == sorted(dated_us)
+        assert "i0" in dated_us
+
+        # DELETE …/{id}
+        deleted_sdk = await sdk.delete(f"{root}/i1", cast_to=object)
+        deleted_us = await ours.delete("orders", "i2")
+        assert deleted_sdk["result"]["instanceId"] == "i1"  # type: ignore[index]
+        assert deleted_us.result.instance_id == "i2"
+        assert set(deleted_sdk["result"]) == {"instanceId", "timestamp"}  # type: ignore[index]
+
+        # POST …/batch/delete
+        batch_sdk = await sdk.post(
+            f"{root}/batch/delete", cast_to=object, body={"instances": ["i3", "gone"]}
+        )
+        batch_us = await ours.delete_batch("orders", ["i4", "gone"])
+        assert batch_sdk["result"] == {  # type: ignore[index]
+            "deleted": [{"id": "i3"}],
+            "errors": [
+                {"id": "gone", "code": 10400, "message": "workflows.api.error.instance.not_found"}
+            ],
+        }
+        assert [d.id for d in batch_us.result.deleted] == ["i4"]
+        assert [(e.id, e.code) for e in batch_us.result.errors] == [("gone", 10400)]
+
+        # POST …/batch/terminate
+        term_sdk = await sdk.post(f"{root}/batch/terminate", cast_to=object, body=["i5", "gone"])
+        term_us = await ours.terminate_batch("orders", ["i6", "gone"])
+        assert term_sdk["result"] == {"instancesTerminated": 1, "status": "ok"}  # type: ignore[index]
+        assert (term_us.result.instances_terminated, term_us.result.status) == (1, "ok")
+
+        # PUT …/terminate and GET …/terminate (the job, never an instance called "terminate")
+        started = await sdk.put(f"{root}/terminate", cast_to=object)
+        assert started["result"] == {"status": "ok"}  # type: ignore[index]
+        assert (await ours.terminate_all("orders")).result.status == "already_running"
+        assert (await ours.terminate_all_status("orders")).result.status == "running"
+        async with asyncio.timeout(5):
+            await emu.wait_for_status("orders", "i7", "terminated")
+        job = await sdk.get(f"{root}/terminate", cast_to=object)
+        assert job["result"] == {"status": "not_running"}  # type: ignore[index]
+        assert (await ours.terminate_all_status("orders")).result.status == "not_running"
