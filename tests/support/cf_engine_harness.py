@@ -346,13 +346,11 @@ def _prepare_project(workdir: Path) -> Path:
 async def cf_engine(
     *,
     token: str | None = None,
-    duplicate_http_status: int = 409,
     startup_timeout: float = STARTUP_TIMEOUT,
 ) -> AsyncIterator[CfEngine]:
     """Install if needed, start ``wrangler dev`` with the shim, and stop it on exit.
 
     ``token``: when set, the shim answers 401 unless ``Authorization: Bearer <token>``.
-    ``duplicate_http_status``: the HTTP status the shim gives ``instance.already_exists``.
     Raises :class:`CfEngineUnavailable` (skip-worthy) or :class:`CfEngineError` (a real failure).
     """
     toolchain = await asyncio.to_thread(find_node)
@@ -381,8 +379,6 @@ async def cf_engine(
             "--log-level",
             "warn",
             "--show-interactive-dev-session=false",
-            "--var",
-            f"DUPLICATE_HTTP_STATUS:{duplicate_http_status}",
         ]
         if token is not None:
             command += ["--var", f"API_TOKEN:{token}"]

@@ -29,16 +29,21 @@ normaliser rather than exact equality:
    be "not final" (production: normally ``queued``; the engine: ``running``).
 2. **Where the instance is.** Since "running" says nothing about the step, tests find out that an
    instance sleeps or waits for its event from the ``steps`` of ``GET /instances/{id}``
-   (``type`` ``sleep`` / ``waitForEvent``, names compared without the engine's ``-1`` counter
-   suffix).
-3. **Duplicate-id HTTP status.** Production's status for a duplicate create is unverified (400 or
-   409); both targets are configured with :data:`DUPLICATE_STATUS`, and the tests check that the
-   configured one comes back with the ``instance.already_exists`` slug.
-4. **Error texts and codes.** The shim passes on the engine's slugs (``instance.invalid_id``,
-   ``instance.cannot_terminate``); production documents other texts ("Provided Workflow ID is not
-   valid.", 409 "Instance not in a restartable state."). Errors are therefore compared by HTTP
-   status plus an error class matched on the text (``errors[].message`` and ``messages``) that
-   accepts either wording. Only ``10400`` (instance not found) is a numeric code both must share.
+   (``type`` ``sleep`` / ``waitForEvent``). Step names are compared verbatim, counter suffix
+   included (``echo-params-1``): that is the name production's ``/step`` endpoint takes.
+3. **Wire details the local engine does not define are not compared.** The engine is reached
+   through its binding, which throws errors without HTTP statuses or numeric codes; the shim
+   passes every one on as HTTP 400, code 0 and the engine's slug, and invents nothing. So no test
+   here compares an error's HTTP status or code (the emulator's own are checked by its route
+   tests, and the ``workflows-bridge conformance`` run compares them with production): errors are
+   compared by class, matched on the text (``errors[].message`` and ``messages``) with a pattern
+   that accepts the engine's slug and production's wording ("Provided Workflow ID is not valid.",
+   409 "Instance not in a restartable state."). The one numeric code compared is the ``10400`` in
+   the per-id results of ``batch/delete``, which the engine itself produces.
+4. **What the local engine lacks is not compared:** batch terminate and the "terminate all" job
+   (the shim answers ``shim.not_available_locally``), cursor listing, and an undeployed
+   workflow's answer (the shim's routing, not the engine's). The emulator's versions are tested
+   in ``test_emulator_bulk.py`` and by the conformance run against production.
 5. **Event to a finished instance.** The local engine accepts and ignores it; the binding docs say
    it throws and production's REST answer is unverified. The suite asserts the engine's behaviour
    (200, nothing changes). Likewise pause/resume of a ``complete`` instance are 200 no-ops.
@@ -53,8 +58,9 @@ normaliser rather than exact equality:
    400 for ``bad type``). Production documents both rules, so the emulator is right there.
 8. **Not compared:** ``version_id``/``workflow_id`` (the shim returns placeholders), timestamps,
    step configs, attempts and ``step.do`` outputs (the emulator's are configured constants, the
-   engine's are real), rate limits, auth failures, the ``termination`` pseudo-step, and error
-   codes other than ``10400``.
+   engine's are real), rate limits, auth failures, the ``termination`` pseudo-step, and
+   ``terminate`` with ``rollback: true`` (the engine runs rollbacks; the emulator refuses it as
+   not emulated).
 """
 
 from __future__ import annotations
@@ -81,7 +87,6 @@ ACCOUNT = "conformance-acct"
 WORKFLOW = "conformance-wf"
 FATAL_WORKFLOW = "conformance-fatal-wf"
 TOKEN = "emulator-token"
-DUPLICATE_STATUS = 409
 SLEEP_SECONDS = 1.0
 #: The engine's error for a NonRetryableError (without the compatibility flag that keeps the
 #: thrown message).
@@ -144,6 +149,16 @@ class Target:
     ) -> httpx.Response:
         return await self.client.post(self.path(instance_id, "events", event_type), json=payload)
 
+    async def delete(self, instance_id: str) -> httpx.Response:
+        return await self.client.delete(self.path(instance_id))
+
+    async def delete_batch(self, ids: list[str]) -> httpx.Response:
+        return await self.client.post(self.path("batch", "delete"), json={"instances": ids})
+
+    async def step(self, instance_id: str, name: str, step_type: str = "step") -> httpx.Response:
+        params = {"name": name, "type": step_type}
+        return await self.client.get(self.path(instance_id, "step"), params=params)
+
     # -- checked helpers -----------------------------------------------------------------------
 
     async def instance(self, instance_id: str, *, workflow: str = WORKFLOW) -> dict[str, Any]:
@@ -202,12 +217,11 @@ FINAL_STATE = re.compile(r"instance\.cannot_terminate|not in a restartable state
 ANY_ERROR = re.compile(r"\S")
 
 
-def failure(
-    response: httpx.Response, target: str, statuses: set[int], kind: re.Pattern[str]
-) -> dict[str, Any]:
-    """Assert an error envelope with one of ``statuses`` whose text matches ``kind``."""
+def failure(response: httpx.Response, target: str, kind: re.Pattern[str]) -> dict[str, Any]:
+    """Assert an error envelope whose text matches ``kind`` (its HTTP status and code are not
+    compared: the local engine defines neither, docstring 3)."""
     body = response.json()
-    assert response.status_code in statuses, (target, response.status_code, body)
+    assert response.status_code >= 400, (target, response.status_code, body)
     assert body["success"] is False, (target, body)
     assert body["result"] is None, (target, body)
     errors = body["errors"]
@@ -225,8 +239,8 @@ def steps(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def step_name(step: dict[str, Any]) -> str:
-    """A step's name without the engine's ``-<n>`` counter suffix."""
-    return re.sub(r"-\d+$", "", str(step.get("name", "")))
+    """A step's name as the step log shows it, counter suffix included."""
+    return str(step.get("name", ""))
 
 
 def step_of_type(result: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -286,9 +300,7 @@ def waiting_for_event(result: dict[str, Any]) -> bool:
 async def cf_engine_target() -> AsyncIterator[Target]:
     async with contextlib.AsyncExitStack() as stack:
         try:
-            engine = await stack.enter_async_context(
-                cf_engine(token=TOKEN, duplicate_http_status=DUPLICATE_STATUS)
-            )
+            engine = await stack.enter_async_context(cf_engine(token=TOKEN))
         except CfEngineUnavailable as exc:
             skip_or_fail(str(exc))
         client = await stack.enter_async_context(
@@ -325,7 +337,6 @@ async def emulator_target() -> AsyncIterator[Target]:
     config = EmulatorConfig(
         token=TOKEN,
         workflows={WORKFLOW: approval_flow, FATAL_WORKFLOW: fatal_flow},
-        duplicate_status=DUPLICATE_STATUS,
     )
     async with (
         Emulator(config, host="127.0.0.1", port=0) as emu,
@@ -358,7 +369,7 @@ async def test_lifecycle_create_wait_event_complete(target: Target) -> None:
 
     reached = await target.poll(iid, waiting_for_event, "the waitForEvent step")
     assert norm_status(reached["status"]) == "running", (target.name, reached)
-    assert [step_name(s) for s in steps(reached)] == ["echo-params", "nap", "approval"]
+    assert [step_name(s) for s in steps(reached)] == ["echo-params-1", "nap-1", "approval-1"]
     wait_step = step_of_type(reached, "waitForEvent")
     assert wait_step is not None
     assert wait_step.get("finished") is False, (target.name, reached)
@@ -370,14 +381,14 @@ async def test_lifecycle_create_wait_event_complete(target: Target) -> None:
     assert done["status"] == "complete", (target.name, done)
     assert as_json(done["output"]) == {"params": params}, (target.name, done)
     assert event_payload(step_of_type(done, "waitForEvent")) == payload, (target.name, done)
-    assert [step_name(s) for s in steps(done)] == ["echo-params", "nap", "approval"]
+    assert [step_name(s) for s in steps(done)] == ["echo-params-1", "nap-1", "approval-1"]
 
 
 async def test_duplicate_create_is_rejected(target: Target) -> None:
     iid = new_id("dup")
     ok(await target.create(iid, {"n": 1}), target.name)
     again = await target.create(iid, {"n": 2})
-    failure(again, target.name, {DUPLICATE_STATUS}, ALREADY_EXISTS)
+    failure(again, target.name, ALREADY_EXISTS)
     kept = await target.instance(iid)
     assert as_json(kept["params"]) == {"n": 1}, (target.name, kept)
 
@@ -418,8 +429,7 @@ async def test_batch_with_an_id_repeated_inside_it(target: Target) -> None:
 
 
 async def test_empty_batch_is_rejected(target: Target) -> None:
-    body = failure(await target.batch([]), target.name, {400}, ANY_ERROR)
-    assert body["errors"][0]["code"] != 10001, (target.name, body)
+    failure(await target.batch([]), target.name, ANY_ERROR)
 
 
 async def test_ids_are_generated_when_omitted(target: Target) -> None:
@@ -441,12 +451,12 @@ async def test_ids_are_generated_when_omitted(target: Target) -> None:
     ids=["pattern", "101-chars", "leading-dash"],
 )
 async def test_invalid_ids_are_rejected(target: Target, bad_id: str) -> None:
-    failure(await target.create(bad_id), target.name, {400}, INVALID_ID)
+    failure(await target.create(bad_id), target.name, INVALID_ID)
     # A valid sibling in the same batch is not created either: the batch is validated first.
     sibling = new_id("sib")
     rejected = await target.batch([{"instance_id": sibling}, {"instance_id": bad_id}])
-    failure(rejected, target.name, {400}, INVALID_ID)
-    failure(await target.get(sibling), target.name, {404}, NOT_FOUND)
+    failure(rejected, target.name, INVALID_ID)
+    failure(await target.get(sibling), target.name, NOT_FOUND)
 
 
 async def test_longest_valid_id_is_accepted(target: Target) -> None:
@@ -463,8 +473,7 @@ async def test_unknown_instance_is_not_found(target: Target) -> None:
         await target.action(missing, "pause"),
         await target.event(missing, {"x": 1}),
     ):
-        body = failure(response, target.name, {404}, NOT_FOUND)
-        assert body["errors"][0]["code"] == 10400, (target.name, body)
+        failure(response, target.name, NOT_FOUND)
 
 
 async def test_event_sent_before_wait_for_event_is_buffered(target: Target) -> None:
@@ -528,7 +537,7 @@ async def test_terminate_a_final_instance_conflicts(target: Target) -> None:
     ok(await target.action(iid, "terminate"), target.name)
     await target.poll(iid, lambda r: r["status"] == "terminated", "status terminated")
     again = await target.action(iid, "terminate")
-    failure(again, target.name, {409}, FINAL_STATE)
+    failure(again, target.name, FINAL_STATE)
     assert (await target.instance(iid))["status"] == "terminated"
 
 
@@ -537,8 +546,8 @@ async def test_restart_a_complete_instance_runs_it_again(target: Target) -> None
     await target.run_to_completion(iid, params, {"round": 1})
 
     # Ids stay taken after completion: create is refused, terminate too.
-    failure(await target.create(iid, params), target.name, {DUPLICATE_STATUS}, ALREADY_EXISTS)
-    failure(await target.action(iid, "terminate"), target.name, {409}, FINAL_STATE)
+    failure(await target.create(iid, params), target.name, ALREADY_EXISTS)
+    failure(await target.action(iid, "terminate"), target.name, FINAL_STATE)
 
     restarted = ok(await target.action(iid, "restart"), target.name)
     assert restarted["status"] in NOT_FINAL, (target.name, restarted)
@@ -582,11 +591,11 @@ async def test_fatal_step_errors_the_instance(target: Target) -> None:
         target.name,
         done,
     )
-    assert [step_name(s) for s in steps(done)] == ["echo-params", "boom"], (target.name, done)
+    assert [step_name(s) for s in steps(done)] == ["echo-params-1", "boom-1"], (target.name, done)
     assert steps(done)[-1]["success"] is False, (target.name, done)
     assert done["output"] is None, (target.name, done)
     again = await target.action(iid, "terminate", workflow=FATAL_WORKFLOW)
-    failure(again, target.name, {409}, FINAL_STATE)
+    failure(again, target.name, FINAL_STATE)
 
 
 async def test_wait_for_event_step_output_is_the_event(target: Target) -> None:
@@ -598,3 +607,53 @@ async def test_wait_for_event_step_output_is_the_event(target: Target) -> None:
     assert output.get("type") == "approval", (target.name, output)
     assert output.get("payload") == payload, (target.name, output)
     assert isinstance(output.get("timestamp"), str), (target.name, output)
+
+
+async def test_delete_forgets_the_instance_and_frees_its_id(target: Target) -> None:
+    iid = new_id("del")
+    ok(await target.create(iid, {"round": 1}), target.name)
+    await target.poll(iid, sleeping, "the sleep step")
+    ok(await target.delete(iid), target.name)
+    failure(await target.get(iid), target.name, NOT_FOUND)
+    failure(await target.delete(iid), target.name, NOT_FOUND)
+
+    # The id is free again: a create starts a new run with the new params.
+    ok(await target.create(iid, {"round": 2}), target.name)
+    again = await target.instance(iid)
+    assert as_json(again["params"]) == {"round": 2}, (target.name, again)
+    assert again["status"] in NOT_FINAL, (target.name, again)
+    ok(await target.event(iid, {"after": "delete"}), target.name)
+    done = await target.settled(iid)
+    assert done["status"] == "complete", (target.name, done)
+
+
+async def test_batch_delete_answers_each_id(target: Target) -> None:
+    """The per-id results, ``10400`` included, are the engine's own (docstring, 3)."""
+    first, second, ghost = new_id("bd"), new_id("bd"), new_id("ghost")
+    ok(await target.batch([{"instance_id": first}, {"instance_id": second}]), target.name)
+    result = ok(await target.delete_batch([first, ghost, second]), target.name)
+    assert result == {
+        "deleted": [{"id": first}, {"id": second}],
+        "errors": [
+            {"id": ghost, "code": 10400, "message": "workflows.api.error.instance.not_found"}
+        ],
+    }, (target.name, result)
+    for gone in (first, second):
+        failure(await target.get(gone), target.name, NOT_FOUND)
+    failure(await target.delete_batch([]), target.name, ANY_ERROR)
+
+
+async def test_step_names_with_their_suffix_reach_the_step_endpoint(target: Target) -> None:
+    iid, params = new_id("step"), {"wanted": [1, 2]}
+    await target.run_to_completion(iid, params, {"ok": True})
+    names = [step_name(s) for s in steps(await target.instance(iid))]
+    assert names == ["echo-params-1", "nap-1", "approval-1"], (target.name, names)
+
+    echoed = ok(await target.step(iid, "echo-params-1"), target.name)
+    assert echoed["status"] == "complete", (target.name, echoed)
+    assert echoed["error"] is None, (target.name, echoed)
+    waited = ok(await target.step(iid, "approval-1", "waitForEvent"), target.name)
+    assert waited["status"] == "complete", (target.name, waited)
+    # Without its suffix, or with the other type, the name finds nothing.
+    failure(await target.step(iid, "echo-params"), target.name, ANY_ERROR)
+    failure(await target.step(iid, "approval-1", "step"), target.name, ANY_ERROR)

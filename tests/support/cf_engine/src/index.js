@@ -16,21 +16,21 @@
 //     engine has no REST surface of its own apart from Miniflare's "explorer" (other paths and
 //     fields); see shared/reference/local-workflows-engine.md, sections 3 and 5.
 //
-// Error mapping. Errors reach us over RPC as plain Error objects whose message carries the engine's
-// slug, e.g. `WorkflowError: (instance.already_exists) Workflow instance with id "a" already exists`.
-// The shim maps on that text:
+// Errors. The engine is reached through its binding, which throws; it defines no HTTP status and
+// (apart from the per-id results of deleteBatch) no numeric code. The shim does not make any up:
+// every error it passes on is HTTP 400 with errors[0].code 0 and errors[0].message
+// `workflows.api.error.<slug>`, where the slug is the engine's own `(slug)` from its message
+// (`instance.not_found`, `instance.already_exists`, `instance.invalid_id`, ...) or, for the engine's
+// older unslugged texts, the shim's reading of them; `messages` carries the engine's text verbatim.
+// Errors of the shim's own making (no such route here, a workflow this Worker does not deploy, an
+// endpoint the local engine does not have) use the slugs `shim.*`. Every response carries the
+// header `cf-engine-shim: 1`, so a client (the conformance tool) knows not to compare HTTP statuses
+// or codes with production's.
 //
-//   slug                         HTTP                      errors[0].code
-//   instance.not_found           404                       10400
-//   instance.already_exists      DUPLICATE_HTTP_STATUS     10405   (production status unverified)
-//   instance.invalid_id          400                       0       ("Workflow instance has invalid id")
-//   instance.cannot_terminate    409                       0
-//   instance.cannot_restart      409                       0
-//   body (batch size, JSON)      400                       0
-//   anything else                500                       10001   (workflows.api.error.internal_server)
-//
-// Code 0 means "production's numeric code is not known"; compare on the slug instead. errors[0].message
-// is `workflows.api.error.<slug>`, and `messages` carries the engine's own text verbatim.
+// Routes: create, batch create, get (rich detail from Miniflare's explorer), status, events,
+// DELETE of one instance and batch/delete (the binding's deleteInstance/deleteBatch), and
+// GET …/step, read from the explorer's step log. Batch terminate and "terminate all" do not exist
+// in the local engine: they answer `shim.not_available_locally`.
 
 import { WorkflowEntrypoint } from "cloudflare:workers";
 import { NonRetryableError } from "cloudflare:workflows";
@@ -64,26 +64,23 @@ export class FatalWorkflow extends WorkflowEntrypoint {
 }
 
 const ROUTE =
-  /^\/client\/v4\/accounts\/([^/]+)\/workflows\/([^/]+)\/instances(?:\/([^/]+)(?:\/(status|events)(?:\/([^/]+))?)?)?\/?$/;
+  /^\/client\/v4\/accounts\/([^/]+)\/workflows\/([^/]+)\/instances(?:\/([^/]+)(?:\/(status|events|step|delete|terminate)(?:\/([^/]+))?)?)?\/?$/;
 const STATUS_ACTIONS = new Set(["pause", "resume", "terminate", "restart"]);
 // Placeholders where production returns the deployed workflow's and version's UUIDs.
 const WORKFLOW_ID = "00000000-0000-4000-8000-00000000f10e";
 const VERSION_ID = "00000000-0000-4000-8000-0000000000e1";
 
+const SHIM_HEADERS = { "content-type": "application/json", "cf-engine-shim": "1" };
+
 class ShimError extends Error {
-  constructor(http, code, slug, raw) {
+  constructor(slug, raw) {
     super(raw);
-    this.http = http;
-    this.code = code;
     this.slug = slug;
   }
 }
 
 function json(status, body) {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json" },
-  });
+  return new Response(JSON.stringify(body), { status, headers: SHIM_HEADERS });
 }
 
 function ok(result) {
@@ -91,29 +88,24 @@ function ok(result) {
 }
 
 function fail(err) {
-  return json(err.http, {
+  return json(400, {
     success: false,
-    errors: [{ code: err.code, message: `workflows.api.error.${err.slug}` }],
+    errors: [{ code: 0, message: `workflows.api.error.${err.slug}` }],
     messages: [err.message],
     result: null,
   });
 }
 
-function classify(error, env) {
+// The engine's slug from its message: `(instance.not_found) ...`, or for texts without one, what
+// they say (the engine's validators throw "Workflow instance has invalid id" unslugged).
+function classify(error) {
   const raw = error instanceof Error ? error.message : String(error);
-  if (raw.includes("instance.not_found")) return new ShimError(404, 10400, "instance.not_found", raw);
-  if (raw.includes("instance.already_exists")) {
-    const http = Number.parseInt(env.DUPLICATE_HTTP_STATUS || "409", 10);
-    return new ShimError(http, 10405, "instance.already_exists", raw);
-  }
-  if (raw.includes("instance.duplicate_in_batch")) {
-    return new ShimError(400, 10415, "instance.duplicate_in_batch", raw);
-  }
-  if (/invalid id|instance\.invalid_id/i.test(raw)) return new ShimError(400, 0, "instance.invalid_id", raw);
-  if (raw.includes("instance.cannot_terminate")) return new ShimError(409, 0, "instance.cannot_terminate", raw);
-  if (raw.includes("instance.cannot_restart")) return new ShimError(409, 0, "instance.cannot_restart", raw);
-  if (/batchCreate (should|only)/.test(raw)) return new ShimError(400, 0, "body", raw);
-  return new ShimError(500, 10001, "internal_server", raw);
+  const slugged = /\(([a-z_]+\.[a-z_]+)\)/.exec(raw);
+  if (slugged !== null) return new ShimError(slugged[1], raw);
+  if (raw.includes("instance.not_found")) return new ShimError("instance.not_found", raw);
+  if (/invalid id/i.test(raw)) return new ShimError("instance.invalid_id", raw);
+  if (/batchCreate (should|only)/.test(raw)) return new ShimError("body", raw);
+  return new ShimError("unclassified", raw);
 }
 
 async function readJson(request) {
@@ -122,7 +114,7 @@ async function readJson(request) {
   try {
     return JSON.parse(text);
   } catch {
-    throw new ShimError(400, 0, "body", "request body is not JSON");
+    throw new ShimError("body", "request body is not JSON");
   }
 }
 
@@ -147,7 +139,7 @@ async function createdResult(wf, id) {
 
 function createOptions(item) {
   if (item === null || typeof item !== "object" || Array.isArray(item)) {
-    throw new ShimError(400, 0, "body", "each instance must be a JSON object");
+    throw new ShimError("body", "each instance must be a JSON object");
   }
   const options = {};
   if (item.instance_id !== undefined) options.id = item.instance_id;
@@ -161,11 +153,26 @@ async function createOne(wf, body) {
 }
 
 async function createBatch(wf, body) {
-  if (!Array.isArray(body)) throw new ShimError(400, 0, "body", "batch body must be a JSON array");
+  if (!Array.isArray(body)) throw new ShimError("body", "batch body must be a JSON array");
   // The array ("legacy") form, like REST: existing ids and ids repeated inside the batch are
   // skipped by the engine and left out of its result.
   const created = await wf.createBatch(body.map(createOptions));
   return Promise.all(created.map(({ id }) => createdResult(wf, id)));
+}
+
+// Miniflare's explorer holds the step log with the engine's own step names (`echo-params-1`).
+async function explorerDetail(origin, name, id) {
+  try {
+    const url = new URL(
+      `/cdn-cgi/explorer/api/workflows/${encodeURIComponent(name)}/instances/${encodeURIComponent(id)}`,
+      origin,
+    );
+    const response = await fetch(url);
+    if (response.ok) return (await response.json()).result ?? {};
+  } catch {
+    // fall through: no detail
+  }
+  return {};
 }
 
 // Rich detail (params, timestamps, steps) comes from Miniflare's explorer; the status comes from
@@ -173,17 +180,7 @@ async function createBatch(wf, body) {
 async function getInstance(wf, origin, name, id) {
   const instance = await wf.get(id);
   const state = await instance.status();
-  let detail = {};
-  try {
-    const url = new URL(
-      `/cdn-cgi/explorer/api/workflows/${encodeURIComponent(name)}/instances/${encodeURIComponent(id)}`,
-      origin,
-    );
-    const response = await fetch(url);
-    if (response.ok) detail = (await response.json()).result ?? {};
-  } catch {
-    detail = {};
-  }
+  const detail = await explorerDetail(origin, name, id);
   const status = state.status;
   return {
     status,
@@ -201,13 +198,32 @@ async function getInstance(wf, origin, name, id) {
   };
 }
 
+// One step of the explorer's log, found by its exact name (counter suffix included) and type.
+// `status` is read from the log: complete, errored, or running while it has no end.
+async function stepOutput(wf, origin, name, id, url) {
+  await wf.get(id); // not_found from the engine for an unknown id
+  const stepName = url.searchParams.get("name");
+  const type = url.searchParams.get("type") ?? "step";
+  const detail = await explorerDetail(origin, name, id);
+  const step = (detail.steps ?? []).find((s) => s.name === stepName && s.type === type);
+  if (step === undefined) throw new ShimError("shim.step_not_found", `no ${type} named ${stepName}`);
+  const failed = step.success === false || (step.error !== null && step.error !== undefined);
+  const done = step.success === true || step.finished === true;
+  return {
+    status: done ? "complete" : failed ? "errored" : type === "waitForEvent" ? "waiting" : "running",
+    error: failed ? step.error ?? null : null,
+    output: done ? step.output ?? null : null,
+  };
+}
+
 async function changeStatus(wf, id, body) {
   const action = body && body.status;
   if (!STATUS_ACTIONS.has(action)) {
-    throw new ShimError(400, 0, "body", `status must be one of pause, resume, terminate, restart`);
+    throw new ShimError("body", `status must be one of pause, resume, terminate, restart`);
   }
   const instance = await wf.get(id);
-  await instance[action]();
+  if (action === "terminate") await instance.terminate(body.rollback === true ? { rollback: true } : undefined);
+  else await instance[action]();
   return { status: (await instance.status()).status, timestamp: new Date().toISOString() };
 }
 
@@ -238,16 +254,33 @@ async function route(request, env) {
   }
 
   const match = ROUTE.exec(url.pathname);
-  if (match === null) throw new ShimError(404, 0, "route.not_found", `no route for ${url.pathname}`);
+  if (match === null) throw new ShimError("shim.no_route", `no route for ${url.pathname}`);
   const [, , rawName, rawId, sub, rawType] = match;
   const name = decodeURIComponent(rawName);
   const id = rawId === undefined ? undefined : decodeURIComponent(rawId);
   const wf = bindingFor(env, name);
   if (wf === undefined) {
-    throw new ShimError(404, 10200, "workflow.not_found", `workflow ${name} is not deployed here`);
+    throw new ShimError("shim.workflow_not_deployed", `workflow ${name} is not deployed here`);
   }
   const method = request.method;
 
+  if (id === "batch" && sub === "delete" && method === "POST") {
+    const body = await readJson(request);
+    return ok(await wf.deleteBatch(body && Array.isArray(body.instances) ? body.instances : body));
+  }
+  if ((id === "batch" && sub === "terminate") || (id === "terminate" && sub === undefined)) {
+    throw new ShimError(
+      "shim.not_available_locally",
+      `${method} ${url.pathname}: the local engine has no batch terminate or terminate-all job`,
+    );
+  }
+  if (id !== undefined && sub === undefined && method === "DELETE") {
+    await (await wf.get(id)).delete();
+    return ok({ instanceId: id, timestamp: new Date().toISOString() });
+  }
+  if (id !== undefined && sub === "step" && rawType === undefined && method === "GET") {
+    return ok(await stepOutput(wf, url.origin, name, id, url));
+  }
   if (id === undefined && sub === undefined && method === "POST") {
     return ok(await createOne(wf, await readJson(request)));
   }
@@ -263,7 +296,7 @@ async function route(request, env) {
   if (id !== undefined && sub === "events" && rawType !== undefined && method === "POST") {
     return ok(await sendEvent(wf, id, decodeURIComponent(rawType), await readJson(request)));
   }
-  throw new ShimError(405, 0, "method.not_allowed", `${method} ${url.pathname} is not served by the shim`);
+  throw new ShimError("shim.no_route", `${method} ${url.pathname} is not served by the shim`);
 }
 
 export default {
@@ -271,7 +304,7 @@ export default {
     try {
       return await route(request, env);
     } catch (error) {
-      return fail(error instanceof ShimError ? error : classify(error, env));
+      return fail(error instanceof ShimError ? error : classify(error));
     }
   },
 };
