@@ -1,7 +1,8 @@
-"""What the bridge writes to the output topic: one ``result`` per command (per batch item).
+"""What the bridge writes to the output topic: one ``result`` per command (per batch item), and
+one ``state`` per observed change of an instance's status (the instance-state stream).
 
-``kind`` tells the record types apart; ``state`` records (instance-state changes) are reserved
-for the state stream and share the topic, keyed by instance id like results.
+``kind`` tells the record types apart. Both are keyed by instance id; states go to their own
+topic when ``BRIDGE_TOPICS__STATES`` is set.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 
 class Outcome(StrEnum):
@@ -69,15 +70,54 @@ class ResultRecord(_Record):
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class InstanceError(_Record):
+    """Why an instance ended ``errored``, as the API reports it."""
+
+    name: str
+    message: str
+
+
+#: Where a state change was learnt: a queue event, a poll of the API, or a command's own answer.
+StateSource = Literal["event", "poll", "command"]
+
+
 class StateRecord(_Record):
-    """An observed change of an instance's status (reserved for the instance-state stream)."""
+    """One observed change of an instance's status; the records of one instance form a chain."""
 
     kind: Literal["state"] = "state"
     workflow: str
     instance_id: str
-    status: str
-    previous_status: str | None = None
-    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    status: str = Field(description="The instance status, in the REST API's words.")
+    previous_status: str | None = Field(
+        default=None,
+        description="The status of this instance's previous state record; null on its first.",
+    )
+    at: datetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When the bridge observed the change.",
+    )
+    event_at: datetime | None = Field(
+        default=None,
+        description="The source's own time of the change (event timestamp, or the instance's "
+        "modified_on in a list), when it has one.",
+    )
+    source: StateSource = Field(
+        description="`event` (Event Subscriptions queue), `poll` (list/get), `command` (the "
+        "answer to one of the bridge's own calls)."
+    )
+    version_id: str | None = None
+    output: JsonValue = Field(
+        default=None, description="The instance output, on `complete` (when fetched)."
+    )
+    error: InstanceError | None = Field(
+        default=None, description="The instance error, on `errored` (when fetched)."
+    )
+    inferred: bool = Field(
+        default=False,
+        description="A poll saw the result of a change it did not see happen: the first sighting "
+        "was past `queued`, statuses in between were missed, or a `get` found where an instance "
+        "that left the listed statuses ended.",
+    )
 
 
 OutputRecord = Annotated[ResultRecord | StateRecord, Field(discriminator="kind")]

@@ -76,7 +76,13 @@ def _asyncapi() -> dict[str, Any]:
         "State": {
             "name": "state",
             "title": "State",
-            "summary": "An observed change of an instance's status.",
+            "summary": "An observed change of an instance's status (the instance-state stream).",
+            "description": (
+                "One record per change, published once, never going backwards; "
+                "`previous_status` chains the records of one instance and a final status "
+                "(`complete`, `errored`, `terminated`) ends it. On the output topic, or on "
+                "the states topic when `BRIDGE_TOPICS__STATES` is set."
+            ),
             "payload": {"$ref": "#/components/schemas/StateRecord"},
             "bindings": {"kafka": {"key": instance_key, "bindingVersion": "0.5.0"}},
         },
@@ -96,7 +102,8 @@ def _asyncapi() -> dict[str, Any]:
             "description": (
                 "Kafka command topics drive Cloudflare Workflows instances; every command is "
                 "answered on the output topic, and commands that cannot be applied are also "
-                "copied to the dead-letter topic. Topic names are the defaults and configurable."
+                "copied to the dead-letter topic. Every change of an instance's status is "
+                "published as a state record. Topic names are the defaults and configurable."
             ),
         },
         "defaultContentType": "application/json",
@@ -111,6 +118,14 @@ def _asyncapi() -> dict[str, Any]:
                     "result": {"$ref": "#/components/messages/Result"},
                     "state": {"$ref": "#/components/messages/State"},
                 },
+            },
+            "states": {
+                "address": None,
+                "description": (
+                    "The topic named by BRIDGE_TOPICS__STATES (for example a compacted one); "
+                    "when it is unset, state records share the output channel."
+                ),
+                "messages": {"state": {"$ref": "#/components/messages/State"}},
             },
             "deadLetters": {
                 "address": "workflows.commands.dlq",
@@ -130,6 +145,11 @@ def _asyncapi() -> dict[str, Any]:
                     {"$ref": "#/channels/output/messages/result"},
                     {"$ref": "#/channels/output/messages/state"},
                 ],
+            },
+            "publishStates": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/states"},
+                "messages": [{"$ref": "#/channels/states/messages/state"}],
             },
             "publishDeadLetters": {
                 "action": "send",

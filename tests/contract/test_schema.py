@@ -45,10 +45,12 @@ def test_command_schema_refuses_bad_commands(data: dict[str, object]) -> None:
         jsonschema.validate(data, documents()["command.schema.json"])
 
 
-def test_asyncapi_names_the_three_channels() -> None:
+def test_asyncapi_names_the_four_channels() -> None:
     doc = documents()["asyncapi.json"]
     assert doc["asyncapi"].startswith("3.")
-    assert set(doc["channels"]) == {"commands", "output", "deadLetters"}
+    assert set(doc["channels"]) == {"commands", "output", "states", "deadLetters"}
+    assert set(doc["channels"]["states"]["messages"]) == {"state"}
+    assert "state" in doc["channels"]["output"]["messages"]
     refs = json.dumps(doc)
     for name in ("Command", "ResultRecord", "StateRecord"):
         assert f"#/components/schemas/{name}" in refs
@@ -61,3 +63,29 @@ def test_cli_prints_and_checks(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert main(["schema", "--check", str(tmp_path)]) == 1
     assert main(["schema", "--write", str(tmp_path)]) == 0
     assert main(["schema", "--check", str(tmp_path)]) == 0
+
+
+def test_a_state_record_is_part_of_the_output_contract() -> None:
+    schema = documents()["output.schema.json"]
+    state = {
+        "kind": "state",
+        "workflow": "orders",
+        "instance_id": "order-1",
+        "status": "complete",
+        "previous_status": "running",
+        "at": "2026-11-30T10:00:01.500Z",
+        "event_at": "2026-11-30T10:00:01.123Z",
+        "source": "event",
+        "version_id": "v1",
+        "output": {"shipped": True},
+        "error": None,
+        "inferred": False,
+    }
+    jsonschema.validate(state, schema)
+    for bad in (
+        {**state, "source": "guess"},
+        {**state, "error": {"name": "E"}},
+        {**state, "extra": 1},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
