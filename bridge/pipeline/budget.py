@@ -10,7 +10,9 @@ once that is exceeded, so the bridge paces itself instead of finding the limit:
   proportion to the partitions it holds;
 * ``Ratelimit`` response headers, when the API sends them, tighten the pace further;
 * a 429 blocks every call of this replica until ``Retry-After`` (or a whole window) has passed;
-* creations have their own per-second limits per workflow and per account.
+* creations have their own per-second limits per workflow and per account;
+* background work (the state stream's polling) has a low-priority lane: at most its share of the
+  token's budget, taken from the same window as commands, and only while no command waits.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class BudgetStats:
     throttled_429: int = 0
     blocked_seconds: float = 0.0
     waiting: int = 0
+    background_granted: int = 0
+    background_waiting: int = 0
 
 
 class RequestBudget:
@@ -134,6 +138,10 @@ class RequestBudget:
         self._hint_remaining: int | None = None
         self._hint_reset_at = 0.0
         self._share = 1.0
+        self._requests_full = requests
+        self._background: SlidingWindow | None = None
+        #: Set whenever a command's wait ends or a request is answered: background waiters look.
+        self._changed = asyncio.Event()
         self.stats = BudgetStats()
 
     # -- sharing -----------------------------------------------------------------------
@@ -149,6 +157,14 @@ class RequestBudget:
     @property
     def share(self) -> float:
         return self._share
+
+    def set_background_share(self, share: float) -> None:
+        """The fraction of the token's budget (the whole group's) background work may use."""
+        if self._background is None:
+            self._background = SlidingWindow(
+                self._requests_full, self._window_seconds, clock=self._clock
+            )
+        self._background.set_share(share)
 
     def max_batch(self, workflow: str) -> int:
         """The largest batch the creation limits can ever admit at once."""
@@ -194,6 +210,7 @@ class RequestBudget:
             raise
         finally:
             self.stats.waiting -= 1
+            self._changed.set()
         self.stats.granted += 1
         if self._hint_remaining is not None:
             self._hint_remaining -= 1
@@ -202,6 +219,62 @@ class RequestBudget:
         finally:
             for window, units in taken:
                 window.end(units)
+            self._changed.set()
+
+    @contextlib.asynccontextmanager
+    async def background_slot(self) -> AsyncIterator[None]:
+        """Hold one request of background work: within its share, and never ahead of a command.
+
+        It waits in its own lane (at most the background share of the budget in any window),
+        then until no command is waiting and the replica's window has room: commands always
+        come first, and both together never exceed the replica's budget.
+        """
+        lane = self._background
+        if lane is None:
+            raise RuntimeError("set_background_share() first")
+        taken: list[tuple[SlidingWindow, int]] = []
+        self.stats.background_waiting += 1
+        try:
+            taken.append((lane, await lane.acquire()))
+            while True:
+                self._changed.clear()
+                delay = self._background_delay()
+                if delay == 0:
+                    break
+                # Bounded: a change may also come from the clock alone (a window expiring).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(delay or 1.0, 1.0))
+            self.requests.begin()
+            taken.append((self.requests, 1))
+        except BaseException:
+            for window, units in taken:
+                window.end(units)
+            raise
+        finally:
+            self.stats.background_waiting -= 1
+        self.stats.granted += 1
+        self.stats.background_granted += 1
+        if self._hint_remaining is not None:
+            self._hint_remaining -= 1
+        try:
+            yield
+        finally:
+            for window, units in taken:
+                window.end(units)
+            self._changed.set()
+
+    def _background_delay(self) -> float | None:
+        """0 when a background request may go now; else how long to wait at most (None: until
+        something changes)."""
+        now = self._clock()
+        if self._blocked_until > now:
+            return self._blocked_until - now
+        if self.stats.waiting:
+            return None
+        hint = self._hint_remaining
+        if hint is not None and hint <= 0 and now < self._hint_reset_at:
+            return self._hint_reset_at - now
+        return self.requests.wait_time()
 
     async def _wait_unblocked(self) -> None:
         while (left := self.blocked_for) > 0:
@@ -253,4 +326,6 @@ class RequestBudget:
             "blocked_for": round(self.blocked_for, 3),
             "blocked_seconds_total": round(self.stats.blocked_seconds, 3),
             "throttled_429": self.stats.throttled_429,
+            "background_capacity": 0 if self._background is None else self._background.capacity,
+            "background_used_in_window": 0 if self._background is None else self._background.used(),
         }

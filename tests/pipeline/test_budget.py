@@ -157,3 +157,85 @@ async def test_slot_holds_room_until_the_answer() -> None:
     await asyncio.gather(first(), second())
     assert order == ["first sent", "first answered", "second sent"]
     assert loop.time() - started >= 0.2 + 0.3  # a whole window after the first answer
+
+
+def _lane_budget(requests: int, window: float, share: float) -> RequestBudget:
+    budget = RequestBudget(
+        requests=requests,
+        window_seconds=window,
+        creations_per_workflow=100,
+        creations_per_account=300,
+    )
+    budget.set_background_share(share)
+    return budget
+
+
+async def test_background_lane_spends_at_most_its_share() -> None:
+    budget = _lane_budget(20, 0.5, 0.1)  # 2 background requests per 0.5 s
+    assert budget.snapshot()["background_capacity"] == 2
+    loop = asyncio.get_running_loop()
+    grants: list[float] = []
+    for _ in range(6):
+        async with budget.background_slot():
+            grants.append(loop.time())
+    for i, start in enumerate(grants):
+        assert len([g for g in grants[i:] if g < start + 0.5]) <= 2
+    assert grants[-1] - grants[0] >= 2 * 0.5
+    assert budget.stats.background_granted == 6
+    assert budget.stats.granted == 6
+
+
+async def test_commands_come_before_background_work() -> None:
+    budget = _lane_budget(2, 0.3, 1.0)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def command(name: str, hold: bool = False) -> None:
+        async with budget.slot():
+            order.append(name)
+            if hold:
+                await release.wait()
+
+    async def background() -> None:
+        async with budget.background_slot():
+            order.append("background")
+
+    first = asyncio.create_task(command("c1", hold=True))
+    second = asyncio.create_task(command("c2", hold=True))
+    await asyncio.sleep(0.05)  # the window is full: both commands are in flight
+    lane = asyncio.create_task(background())
+    await asyncio.sleep(0.05)
+    third = asyncio.create_task(command("c3"))  # arrives after the background request
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, second, third, lane)
+    assert order == ["c1", "c2", "c3", "background"]
+
+
+async def test_background_and_commands_together_stay_within_the_budget() -> None:
+    budget = _lane_budget(4, 0.4, 0.5)
+    loop = asyncio.get_running_loop()
+    grants: list[float] = []
+
+    async def command() -> None:
+        async with budget.slot():
+            grants.append(loop.time())
+
+    async def background() -> None:
+        async with budget.background_slot():
+            grants.append(loop.time())
+
+    await asyncio.gather(*(command() for _ in range(6)), *(background() for _ in range(4)))
+    for i, start in enumerate(grants):
+        assert len([g for g in grants[i:] if g < start + 0.4]) <= 4
+    assert budget.stats.background_granted == 4
+
+
+async def test_background_work_waits_out_a_429_block() -> None:
+    budget = _lane_budget(100, 10, 0.5)
+    budget.observe(429, None, 0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with budget.background_slot():
+        pass
+    assert loop.time() - started >= 0.28
