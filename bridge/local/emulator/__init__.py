@@ -3,10 +3,12 @@
 It serves ``/client/v4/accounts/{account_id}/workflows/{workflow_name}/instances…`` over real
 sockets — create, batch create, list, get, step, status edits, events, delete, batch delete,
 batch terminate, and the "terminate all" job with its status — with production's envelope, error
-codes, duplicate-id rules, status transitions and event buffering, and can act like production
-under load: a global request budget with its
-block, creation-rate limits, latency, and faults (5xx, ``success: false``, timeouts, dropped
-connections, and changes applied before the answer fails).
+codes, duplicate-id rules, status transitions and event buffering; Event Subscriptions
+(``…/event_subscriptions/subscriptions``) publishing the six instance lifecycle events to Queues
+read by HTTP pull (``…/queues/{id}/messages/pull|ack``, outside the request budget); and it can
+act like production under load: a global request budget with its block, creation-rate limits,
+latency, and faults (5xx, ``success: false``, timeouts, dropped connections, and changes applied
+before the answer fails).
 
 Without configuration every workflow name exists and each instance runs three steps: a
 ``step.do`` of 50 ms ("prepare"), a ``step.sleep`` of 200 ms ("nap") and a ``step.do`` of 50 ms
@@ -40,6 +42,12 @@ Where it differs from production, knowingly:
   repeated ids are not counted); production runs it "via an async job". The "terminate all" job
   runs ``terminate_all_seconds`` later in one go.
 - ``restart`` keeps events that were never consumed; events consumed by the re-run steps are spent.
+- Event Subscriptions and Queues (``subscriptions``, ``queues``): one subscription per workflow
+  and queue; queues exist once configured or named by a subscription; no queue management
+  routes, consumers or dead-letter queues (a message out of deliveries is deleted); no
+  ``/messages/extend``. ``instance.started`` is published on first start and on resume from
+  ``paused``, not when a sleep or wait ends (production unverified), and ``instance.errored``
+  also for a retried step error unless ``QueueBehaviour.errored_on_step_errors`` is off.
 - No retention, versions or per-step timeouts; the ``params`` of a create are stored as given (a
   JSON string is not parsed).
 - The budget is one sliding window for the whole emulator (not per token), the block starts a
@@ -56,6 +64,7 @@ from bridge.local.emulator.config import (
     EmulatorConfig,
     Faults,
     Latency,
+    QueueBehaviour,
     RequestBudget,
     Route,
     SleepStep,
@@ -76,6 +85,7 @@ __all__ = [
     "Faults",
     "InstanceView",
     "Latency",
+    "QueueBehaviour",
     "RequestBudget",
     "Route",
     "SleepStep",

@@ -7,6 +7,16 @@ The TOML file given with ``--config`` holds ``EmulatorConfig`` key for key; flag
     seed = 7
     duplicate_status = 409             # or 400
     terminate_all_seconds = 1          # how long a "terminate all" job runs before it acts
+    event_queue = "states"             # --queue wins over it: every workflow's events go here
+    queues = ["other-queue"]           # further queues that exist
+
+    [queue]                            # how queues deliver (see QueueBehaviour)
+    body_encoding = "base64"           # or "plain"
+    max_retries = 3
+    duplicate_ratio = 0.05             # injected duplicate deliveries
+    reorder_ratio = 0.05               # injected out-of-order deliveries
+    reorder_delay_ms = 300
+    lost_ack_ratio = 0.02              # acks answered but not applied
 
     [budget]                           # global request budget (off when absent)
     requests = 1200
@@ -80,7 +90,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve a local emulation of the Cloudflare Workflows instances REST API",
         description=(
             "Serve /client/v4/accounts/{account}/workflows/{name}/instances... locally, "
-            "with optional rate limits, latency and faults."
+            "with Event Subscriptions and Queues (pull/ack), optional rate limits, latency "
+            "and faults."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
@@ -91,6 +102,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--token", help=f"bearer token clients must send (default {DEFAULT_TOKEN!r})"
     )
     parser.add_argument("--config", type=Path, help="TOML file of emulator settings")
+    parser.add_argument(
+        "--queue",
+        metavar="ID",
+        help="create queue ID with an event subscription for every workflow feeding it",
+    )
     parser.add_argument(
         "--budget", metavar="N/SECONDS", help="global budget, e.g. 1200/300 (default: none)"
     )
@@ -140,6 +156,8 @@ def build_config(args: argparse.Namespace) -> tuple[EmulatorConfig, str]:
             )
         if args.seed is not None:
             config.seed = args.seed
+        if args.queue is not None:
+            config.event_queue = args.queue
     except ValidationError as exc:
         raise ConfigError(f"invalid emulator settings: {exc}") from exc
     return config, token_source
@@ -184,6 +202,7 @@ async def _serve(config: EmulatorConfig, *, host: str, port: int, token_source: 
                 token_source=token_source,
                 account_id=config.account_id or "any",
                 workflows=sorted(config.workflows) if config.workflows is not None else "any",
+                event_queue=config.event_queue,
             )
             await stop.wait()
             log.info("emulator_stopping")

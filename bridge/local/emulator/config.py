@@ -31,6 +31,13 @@ Route = Literal[
     "batch_terminate",
     "terminate_all",
     "terminate_status",
+    "subscription_list",
+    "subscription_create",
+    "subscription_get",
+    "subscription_edit",
+    "subscription_delete",
+    "queue_pull",
+    "queue_ack",
 ]
 #: Routes that change state; only these can suffer "apply then fail" faults.
 MUTATING_ROUTES: frozenset[Route] = frozenset(
@@ -43,10 +50,19 @@ MUTATING_ROUTES: frozenset[Route] = frozenset(
         "batch_delete",
         "batch_terminate",
         "terminate_all",
+        "subscription_create",
+        "subscription_edit",
+        "subscription_delete",
+        "queue_pull",
+        "queue_ack",
     }
 )
+#: Queue consumer routes: outside the request budget, as in production.
+UNBUDGETED_ROUTES: frozenset[Route] = frozenset({"queue_pull", "queue_ack"})
 
 DEFAULT_TOKEN = "emulator-token"
+#: Account id to put in URLs when the configuration accepts any.
+DEFAULT_ACCOUNT_ID = "emulator-account"
 
 
 class _Settings(BaseModel):
@@ -210,6 +226,32 @@ class Faults(_Settings):
         return self
 
 
+class QueueBehaviour(_Settings):
+    """How the emulated Queues deliver Event Subscription messages, and what goes wrong.
+
+    - ``body_encoding``: ``base64`` (the docs' words for JSON bodies) or ``plain`` JSON text.
+    - ``max_retries``: deliveries after which an unacknowledged message is deleted.
+    - ``duplicate_ratio``: messages published twice (a second message with its own id, visible
+      ``duplicate_delay_ms`` later), as at-least-once delivery may.
+    - ``reorder_ratio``: messages held back ``reorder_delay_ms`` so later ones overtake them.
+    - ``lost_ack_ratio``: acknowledgements answered as counted but not applied: the message is
+      delivered again once its lease expires.
+    - ``lease_ms``: when set, every lease lasts this long whatever the puller asked (tests).
+    - ``errored_on_step_errors``: also publish ``instance.errored`` when a step attempt fails and
+      is retried (the docs: "when an instance step throws an error"; production unverified).
+    """
+
+    body_encoding: Literal["base64", "plain"] = "base64"
+    max_retries: int = Field(default=3, ge=1, le=100)
+    duplicate_ratio: _Ratio = 0.0
+    duplicate_delay_ms: float = Field(default=200.0, ge=0)
+    reorder_ratio: _Ratio = 0.0
+    reorder_delay_ms: float = Field(default=300.0, ge=0)
+    lost_ack_ratio: _Ratio = 0.0
+    lease_ms: float | None = Field(default=None, gt=0)
+    errored_on_step_errors: bool = True
+
+
 class EmulatorConfig(_Settings):
     """Everything the emulator can be told; every limit and fault is off by default.
 
@@ -221,6 +263,9 @@ class EmulatorConfig(_Settings):
     ``terminate_all_seconds``: how long a "terminate all" job (``PUT …/instances/terminate``)
     runs before it terminates the workflow's live instances; meanwhile the job reports
     ``running`` and batch terminates answer ``already_running``.
+    ``event_queue``: a queue that gets an event subscription for every workflow (created with the
+    workflow: at start for configured ones, on first use otherwise); ``queues`` are further
+    queue ids that exist (a subscription's destination also creates its queue).
     """
 
     token: str = DEFAULT_TOKEN
@@ -234,6 +279,9 @@ class EmulatorConfig(_Settings):
     creation: CreationLimits = Field(default_factory=CreationLimits)
     latency: Latency = Field(default_factory=Latency)
     faults: Faults = Field(default_factory=Faults)
+    event_queue: str | None = Field(default=None, min_length=1)
+    queues: list[str] = Field(default_factory=list)
+    queue: QueueBehaviour = Field(default_factory=QueueBehaviour)
     seed: int = 0
 
     @field_validator("workflows")

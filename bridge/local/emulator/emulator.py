@@ -11,14 +11,15 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from bridge.local.emulator.config import EmulatorConfig
+from bridge.local.emulator.config import DEFAULT_ACCOUNT_ID, EmulatorConfig
 from bridge.local.emulator.engine import Engine
 from bridge.local.emulator.instance import InstanceView, TriggerSource
+from bridge.local.emulator.queues import Queue
 from bridge.local.emulator.server import API_ROOT, ApiServer
 from bridge.local.emulator.stats import Stats
+from bridge.local.emulator.subscriptions import EventHub
 
-#: Account id to put in URLs when the configuration accepts any.
-DEFAULT_ACCOUNT_ID = "emulator-account"
+__all__ = ["DEFAULT_ACCOUNT_ID", "Emulator"]
 
 
 class Emulator:
@@ -51,6 +52,7 @@ class Emulator:
         self._stats = Stats()
         self._stack: AsyncExitStack | None = None
         self._engine: Engine | None = None
+        self._hub: EventHub | None = None
         self._used = False
 
     async def __aenter__(self) -> Self:
@@ -58,9 +60,10 @@ class Emulator:
             raise RuntimeError("an Emulator can only be started once; create a new one")
         self._used = True
         async with AsyncExitStack() as stack:
-            engine = Engine(self._config, asyncio.get_running_loop())
+            hub = EventHub(self._config, time.time)
+            engine = Engine(self._config, asyncio.get_running_loop(), observer=hub)
             stack.callback(engine.close)
-            server = ApiServer(self._config, engine, self._stats, clock=self._limits_clock)
+            server = ApiServer(self._config, engine, hub, self._stats, clock=self._limits_clock)
             runner = web.AppRunner(
                 server.app, access_log=None, shutdown_timeout=self._shutdown_timeout
             )
@@ -70,6 +73,7 @@ class Emulator:
             await site.start()
             self._port = int(runner.addresses[0][1])
             self._engine = engine
+            self._hub = hub
             self._stack = stack.pop_all()
         return self
 
@@ -79,7 +83,7 @@ class Emulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._stack, self._engine = self._stack, None, None
+        stack, self._stack, self._engine, self._hub = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -162,6 +166,18 @@ class Emulator:
             raise LookupError(f"instance {instance_id!r} of workflow {workflow!r} exists")
         [inst] = engine.create(flow, [(instance_id, params)], trigger)
         return inst.view()
+
+    def queue(self, queue_id: str) -> Queue:
+        """The emulated queue ``queue_id`` (``KeyError`` when it does not exist)."""
+        if self._hub is None:
+            raise RuntimeError("the emulator is not running")
+        return self._hub.queues[queue_id]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every event subscription, as the API renders it."""
+        if self._hub is None:
+            raise RuntimeError("the emulator is not running")
+        return [s.render() for s in self._hub.subscriptions.values()]
 
     def _running(self) -> Engine:
         if self._engine is None:

@@ -36,7 +36,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bridge.contract.rules import Status
 from bridge.local.emulator import problems
@@ -59,6 +59,18 @@ FATAL_MESSAGE = (
 )
 StepType = Literal["do", "sleep", "waitForEvent"]
 _KIND_TYPES: dict[str, StepType] = {"do": "do", "sleep": "sleep", "wait_for_event": "waitForEvent"}
+
+
+class LifecycleObserver(Protocol):
+    """Told of every workflow, status change and retried step error (Event Subscriptions)."""
+
+    def flow_created(self, workflow: str) -> None: ...
+
+    def status_changed(
+        self, inst: Instance, version_id: str, old: str | None, new: str, at: float
+    ) -> None: ...
+
+    def step_errored(self, inst: Instance, version_id: str, at: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +122,12 @@ class Engine:
         loop: asyncio.AbstractEventLoop,
         *,
         clock: Callable[[], float] = time.time,
+        observer: LifecycleObserver | None = None,
     ) -> None:
         self._config = config
         self._loop = loop
         self._clock = clock
+        self._observer = observer
         self._flows: dict[str, Flow] = {}
         self._ids = random.Random(config.seed)
         self._watchers: list[tuple[Instance, frozenset[str], asyncio.Future[None]]] = []
@@ -127,6 +141,8 @@ class Engine:
         found = self._flows.get(workflow)
         if found is None:
             found = self._flows[workflow] = Flow(workflow)
+            if self._observer is not None:
+                self._observer.flow_created(workflow)
         return found
 
     def known_flow(self, workflow: str) -> Flow | None:
@@ -159,6 +175,8 @@ class Engine:
             flow.order.append(inst)
             flow.queue.append(inst)
             created.append(inst)
+            if self._observer is not None:
+                self._observer.status_changed(inst, flow.version_id, None, "queued", now)
         self._schedule_pump(flow)
         return created
 
@@ -320,8 +338,11 @@ class Engine:
         if old == status:
             return
         inst.status = status
-        inst.stamp(MODIFIED_AT, self._clock())
+        now = self._clock()
+        inst.stamp(MODIFIED_AT, now)
         flow = self._flows[inst.workflow]
+        if self._observer is not None:
+            self._observer.status_changed(inst, flow.version_id, old, status, now)
         if old in ACTIVE and status not in ACTIVE:
             flow.active -= 1
             if flow.queue:
@@ -398,6 +419,8 @@ class Engine:
                 self._fail(inst, ("Error", step.error_message))
                 return
             inst.phase = Phase.BACKOFF
+            if self._observer is not None:
+                self._observer.step_errored(inst, self._flows[inst.workflow].version_id, now)
             if inst.status == "waitingForPause":
                 inst.remaining = step.retry_delay_ms / 1000
                 self._set_status(inst, "paused")

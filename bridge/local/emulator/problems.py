@@ -15,6 +15,8 @@ HTTP   code   meaning
 404    10200  ``workflows.api.error.workflow.not_found``
 404    10400  ``workflows.api.error.instance.not_found``
 404    10404  ``/step``: no step of that name and type (or no such attempt)       (chosen)
+404    11000  queue not found                                                   (chosen)
+404    11001  event subscription not found                                      (chosen)
 405    7001   method not allowed on this route                                  (chosen)
 409*   10405  ``workflows.api.error.instance.already_exists`` (* status configurable)
 409    10409  instance not in a state that allows the action                    (chosen)
@@ -97,6 +99,14 @@ def workflow_not_found() -> ApiProblem:
 
 def instance_not_found() -> ApiProblem:
     return ApiProblem(404, 10400, "workflows.api.error.instance.not_found")
+
+
+def queue_not_found() -> ApiProblem:
+    return ApiProblem(404, 11000, "Queue not found")
+
+
+def subscription_not_found() -> ApiProblem:
+    return ApiProblem(404, 11001, "Event subscription not found")
 
 
 def already_exists(status: int) -> ApiProblem:

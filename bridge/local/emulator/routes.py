@@ -8,6 +8,9 @@ is 405, not a lookup of an instance called ``batch``. (``batch``, ``terminate`` 
 
 Paths production serves that the emulator does not implement (the workflow itself, its versions,
 the account's workflow list and settings) answer 501 "not emulated"; any other path is 404.
+
+Beside ``workflows/``, two more families under the account: ``queues/{queue_id}/messages/pull``
+and ``…/ack`` (a queue's HTTP pull consumer) and ``event_subscriptions/subscriptions[/{id}]``.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ class Target:
 
     route: Route
     account: str
-    workflow: str
+    workflow: str = ""
     instance_id: str = ""
     event_type: str = ""
+    queue_id: str = ""
+    subscription_id: str = ""
 
 
 def resolve(method: str, raw_path: str) -> Target:
@@ -53,12 +58,15 @@ def resolve(method: str, raw_path: str) -> Target:
     parts = [unquote(part) for part in raw_path.split("/")]
     if parts and parts[-1] == "":
         parts.pop()
-    fixed = ["", "client", "v4", "accounts", None, "workflows"]
-    if len(parts) < len(fixed) or any(
-        want is not None and got != want for want, got in zip(fixed, parts, strict=False)
-    ):
+    if len(parts) < 6 or parts[:4] != ["", "client", "v4", "accounts"]:
         raise problems.no_route(raw_path)
-    account, below = parts[4], parts[6:]
+    account, family, below = parts[4], parts[5], parts[6:]
+    if family == "queues":
+        return _queue_target(method, raw_path, account, below)
+    if family == "event_subscriptions":
+        return _subscription_target(method, raw_path, account, below)
+    if family != "workflows":
+        raise problems.no_route(raw_path)
     if not below or below[0] == "settings":
         raise problems.not_emulated(f"{method} {_template(below)}")
     workflow, rest = below[0], below[1:]
@@ -77,6 +85,34 @@ def resolve(method: str, raw_path: str) -> Target:
         event_type = rest[2] if shape[-1:] == (_TYPE,) else ""
         return Target(route, account, workflow, instance_id, event_type)
     raise problems.no_route(raw_path)
+
+
+def _queue_target(method: str, raw_path: str, account: str, rest: list[str]) -> Target:
+    """``queues/{id}/messages/pull`` and ``…/ack`` (POST)."""
+    if len(rest) != 3 or rest[1] != "messages" or rest[2] not in ("pull", "ack"):
+        raise problems.no_route(raw_path)
+    if method != "POST":
+        raise problems.method_not_allowed()
+    route: Route = "queue_pull" if rest[2] == "pull" else "queue_ack"
+    return Target(route, account, queue_id=rest[0])
+
+
+def _subscription_target(method: str, raw_path: str, account: str, rest: list[str]) -> Target:
+    """``event_subscriptions/subscriptions[/{id}]``."""
+    if not rest or rest[0] != "subscriptions" or len(rest) > 2:
+        raise problems.no_route(raw_path)
+    if len(rest) == 1:
+        verbs: dict[str, Route] = {"GET": "subscription_list", "POST": "subscription_create"}
+    else:
+        verbs = {
+            "GET": "subscription_get",
+            "PATCH": "subscription_edit",
+            "DELETE": "subscription_delete",
+        }
+    route = verbs.get(method)
+    if route is None:
+        raise problems.method_not_allowed()
+    return Target(route, account, subscription_id=rest[1] if len(rest) == 2 else "")
 
 
 def _fits(shape: tuple[str, ...], rest: list[str]) -> bool:

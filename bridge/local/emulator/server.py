@@ -6,7 +6,8 @@ Every request goes through the same pipeline, in this order:
    (:mod:`bridge.local.emulator.routes`; 404, 405, or 501 for what is not emulated);
 2. count it, then hold it for the configured latency;
 3. authenticate (403 while revoked, 401 for a wrong token);
-4. charge the global request budget (429, then a block);
+4. charge the global request budget (429, then a block) — except queue pulls and acks, which
+   production exempts;
 5. check the account id and the route (403, 404, 405);
 6. draw a fault; faults that do not apply first answer now;
 7. run the route (which may charge the creation rate: 429, nothing created);
@@ -37,8 +38,9 @@ from bridge.local.emulator.bodies import (
     parse_terminate_filter,
     read_json,
 )
-from bridge.local.emulator.config import EmulatorConfig, Route
+from bridge.local.emulator.config import UNBUDGETED_ROUTES, EmulatorConfig, Route
 from bridge.local.emulator.engine import Engine
+from bridge.local.emulator.events_api import EventsApi
 from bridge.local.emulator.limits import (
     APPLY_FIRST,
     CreationRateLimiter,
@@ -50,13 +52,14 @@ from bridge.local.emulator.problems import ApiProblem
 from bridge.local.emulator.render import create_result, get_result, now_iso, step_result
 from bridge.local.emulator.routes import Target, resolve
 from bridge.local.emulator.stats import Stats
+from bridge.local.emulator.subscriptions import EventHub
 
 API_ROOT = "/client/v4"
 #: Large enough for a batch of 100 items near the 1 MiB ``params`` limit each.
 MAX_BODY_BYTES = 128 * 1024 * 1024
 
 Result = tuple[Any, dict[str, Any] | None]
-Handler = Callable[[web.Request, "Target"], Awaitable[Result]]
+Handler = Callable[[web.Request, Target], Awaitable[Result]]
 
 
 class ApiServer:
@@ -66,6 +69,7 @@ class ApiServer:
         self,
         config: EmulatorConfig,
         engine: Engine,
+        hub: EventHub,
         stats: Stats,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -74,6 +78,7 @@ class ApiServer:
         #: Seconds on a monotonic scale for the budget and the creation limits.
         self._clock = clock
         self._engine = engine
+        self._events = EventsApi(hub)
         self._stats = stats
         self._budget = RequestBudgetLimiter()
         self._creation = CreationRateLimiter()
@@ -91,6 +96,7 @@ class ApiServer:
             "batch_terminate": self._batch_terminate,
             "terminate_all": self._terminate_all,
             "terminate_status": self._terminate_status,
+            **self._events.routes(),
         }
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -111,7 +117,8 @@ class ApiServer:
             await asyncio.sleep(delay)
         try:
             self._authenticate(request)
-            self._charge_budget()
+            if not isinstance(target, Target) or target.route not in UNBUDGETED_ROUTES:
+                self._charge_budget()
             if isinstance(target, ApiProblem):
                 raise target
             if config.account_id is not None and target.account != config.account_id:

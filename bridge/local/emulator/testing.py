@@ -1,8 +1,9 @@
 """Helpers for tests that talk to a running ``Emulator`` over HTTP.
 
 ``api_client(emu)`` gives an ``httpx.AsyncClient`` rooted at the account's ``workflows/`` path
-and carrying the bearer token; ``result_of`` and ``error_of`` unwrap the Cloudflare envelope and
-raise ``AssertionError`` with the response text when it is not the expected kind::
+and carrying the bearer token (``account_client(emu)``: one rooted at the account itself);
+``result_of`` and ``error_of`` unwrap the Cloudflare envelope and raise ``AssertionError`` with
+the response text when it is not the expected kind::
 
     async with api_client(emu) as api:
         created = result_of(await api.post("orders/instances", json={"instance_id": "a"}))
@@ -28,6 +29,17 @@ def api_client(
     """A client for ``emu`` sending ``token`` (default: the emulator's own)."""
     return httpx.AsyncClient(
         base_url=f"{emu.base_url}/accounts/{emu.account_id}/workflows/",
+        headers={"Authorization": f"Bearer {emu.token if token is None else token}"},
+        timeout=timeout,
+    )
+
+
+def account_client(
+    emu: Emulator, *, token: str | None = None, timeout: float = 5.0
+) -> httpx.AsyncClient:
+    """A client rooted at the account (``queues/…``, ``event_subscriptions/…``)."""
+    return httpx.AsyncClient(
+        base_url=f"{emu.base_url}/accounts/{emu.account_id}/",
         headers={"Authorization": f"Bearer {emu.token if token is None else token}"},
         timeout=timeout,
     )

@@ -24,6 +24,12 @@ token = "from-file"
 account_id = "acct"
 seed = 3
 duplicate_status = 400
+event_queue = "from-file"
+
+[queue]
+body_encoding = "plain"
+reorder_ratio = 0.25
+lost_ack_ratio = 0.1
 
 [budget]
 requests = 100
@@ -96,6 +102,9 @@ def test_toml_file_sets_everything(tmp_path: Path) -> None:
     assert isinstance(orders.steps[1], WaitForEventStep)
     assert orders.steps[1].timeout_ms == 1000
     assert len(config.workflows["refunds"].steps) == 3  # the default behaviour
+    assert config.event_queue == "from-file"
+    assert config.queue.body_encoding == "plain"
+    assert (config.queue.reorder_ratio, config.queue.lost_ack_ratio) == (0.25, 0.1)
 
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
@@ -120,6 +129,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         "0.2",
         "--seed",
         "9",
+        "--queue",
+        "states",
     )
     config, source = build_config(args)
     assert source == "--token"
@@ -135,6 +146,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert config.faults.error_ratio == 0.2
     assert config.faults.drop_ratio == 0.1
     assert config.seed == 9
+    assert config.event_queue == "states"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +185,8 @@ async def test_serves_until_sigterm() -> None:
         "0",
         "--token",
         "cli-token",
+        "--queue",
+        "states",
         cwd=root,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -191,6 +205,11 @@ async def test_serves_until_sigterm() -> None:
             response = await client.post(url, json={"instance_id": "from-cli"})
         assert response.status_code == 200
         assert response.json()["result"]["id"] == "from-cli"
+        assert "event_queue=states" in line
+        pull = f"{match.group(0)}/accounts/a/queues/states/messages/pull"
+        async with httpx.AsyncClient(headers={"Authorization": "Bearer cli-token"}) as client:
+            pulled = (await client.post(pull, json={"batch_size": 10})).json()["result"]
+        assert pulled["messages"], pulled  # the workflow got a subscription feeding the queue
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             code = await process.wait()
