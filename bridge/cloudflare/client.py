@@ -72,8 +72,12 @@ class Answer(Generic[T]):
 ResponseHook = Callable[[int, RateLimitInfo | None, float | None], None]
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
+    """``value`` as one percent-encoded path segment."""
     return quote(value, safe="")
+
+
+_segment = segment
 
 
 def _is_duplicate(errors: Sequence[Mapping[str, Any]]) -> bool:
@@ -112,7 +116,8 @@ class WorkflowsClient:
     ) -> None:
         if not account_id:
             raise ValueError("account_id must not be empty")
-        self._prefix = f"/accounts/{_segment(account_id)}/workflows"
+        self._account = f"/accounts/{_segment(account_id)}"
+        self._prefix = f"{self._account}/workflows"
         self._on_response = on_response
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -352,6 +357,21 @@ class WorkflowsClient:
                 yield item
             if cursor is None:
                 return
+
+    async def account_call(
+        self,
+        method: str,
+        path: str,
+        model: type[T] | TypeAdapter[T],
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[Answer[T], Any]:
+        """Another account-level API (``path`` under ``/accounts/{id}/``, segments already
+        encoded): the answer and ``result_info``. Used by :mod:`bridge.cloudflare.queues`."""
+        return await self._call_with_info(
+            method, f"{self._account}/{path}", model, json_body=json_body, params=params
+        )
 
     # -- plumbing --------------------------------------------------------------------------
 
