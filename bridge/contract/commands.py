@@ -197,6 +197,24 @@ class SendEventCommand(_InstanceCommand):
     payload: Payload = Field(default_factory=dict)
 
 
+class DeleteCommand(_InstanceCommand):
+    """Stop the instance without rollback and forget it; its id can then be created again.
+
+    Deleting an instance that does not exist (a redelivered delete) is ``ok``.
+    """
+
+    action: Literal["delete"]
+
+
+class GetCommand(_InstanceCommand):
+    """Publish the instance's current state (with output or error, and its steps when asked)."""
+
+    action: Literal["get"]
+    steps: bool | None = Field(
+        default=None, strict=True, description="Include the step log (default: no)."
+    )
+
+
 Command = Annotated[
     CreateCommand
     | CreateBatchCommand
@@ -204,7 +222,9 @@ Command = Annotated[
     | ResumeCommand
     | TerminateCommand
     | RestartCommand
-    | SendEventCommand,
+    | SendEventCommand
+    | DeleteCommand
+    | GetCommand,
     Field(discriminator="action"),
 ]
 
@@ -216,6 +236,8 @@ ACTIONS: tuple[str, ...] = (
     "terminate",
     "restart",
     "send_event",
+    "delete",
+    "get",
 )
 
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)

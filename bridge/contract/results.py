@@ -50,6 +50,40 @@ class Source(_Record):
     offset: int
 
 
+class InstanceError(_Record):
+    """Why an instance ended ``errored``, as the API reports it."""
+
+    name: str
+    message: str
+
+
+class InstanceSnapshot(_Record):
+    """An instance's state as ``GET /instances/{id}`` reported it, for the ``get`` command.
+
+    The names follow the instance-state records (``status``, ``output``, ``error``,
+    ``version_id``). A field too large for one Kafka record is left out and named in
+    ``omitted`` (``steps`` first, then ``params``, then ``output``).
+    """
+
+    status: str
+    output: JsonValue = Field(default=None, description="The workflow's output once complete.")
+    error: InstanceError | None = None
+    params: JsonValue = None
+    version_id: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    step_count: int | None = None
+    steps: list[dict[str, JsonValue]] | None = Field(
+        default=None,
+        description="The step log as the API gives it (names with their counter suffix); "
+        "only when the command asked for `steps`.",
+    )
+    omitted: list[str] = Field(
+        default_factory=list, description="Fields left out to keep the record under 1 MB."
+    )
+
+
 class ResultRecord(_Record):
     """The answer to one command (one per item of a ``create_batch``)."""
 
@@ -66,15 +100,11 @@ class ResultRecord(_Record):
     http_status: int | None = None
     cf_ray: str | None = None
     attempts: int = Field(ge=0, description="API requests made for this command.")
+    instance: InstanceSnapshot | None = Field(
+        default=None, description="The instance's state: set by the `get` command."
+    )
     source: Source
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
-class InstanceError(_Record):
-    """Why an instance ended ``errored``, as the API reports it."""
-
-    name: str
-    message: str
 
 
 #: Where a state change was learnt: a queue event, a poll of the API, or a command's own answer.

@@ -37,6 +37,11 @@ RETENTION_RE = re.compile(RETENTION_PATTERN)
 
 STATUS_ACTIONS = ("pause", "resume", "terminate", "restart")
 
+#: ``errors[].code`` of a 404 for an unknown workflow (``workflows.api.error.workflow.not_found``)
+#: and for an unknown instance (``…instance.not_found``; also in ``batch/delete`` results).
+WORKFLOW_NOT_FOUND_CODE = 10200
+INSTANCE_NOT_FOUND_CODE = 10400
+
 #: Instance statuses REST reports today; parsers accept any string, as the set has grown before.
 Status = Literal[
     "queued",

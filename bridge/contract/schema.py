@@ -69,7 +69,10 @@ def _asyncapi() -> dict[str, Any]:
         "Result": {
             "name": "result",
             "title": "Result",
-            "summary": "The answer to one command, or to one item of a create_batch.",
+            "summary": (
+                "The answer to one command, or to one item of a create_batch; the answer to a "
+                "get carries the instance's state in `instance`."
+            ),
             "payload": {"$ref": "#/components/schemas/ResultRecord"},
             "bindings": {"kafka": {"key": instance_key, "bindingVersion": "0.5.0"}},
         },

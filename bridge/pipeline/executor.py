@@ -12,7 +12,14 @@
   status comes from what the bridge already knows or from a shared scan of ``list`` pages
   (:mod:`bridge.pipeline.lookup`);
 * a status edit refused because the instance is already where the edit would take it (a
-  redelivered terminate, pause or resume) is success too; anything else refused is ``rejected``.
+  redelivered terminate, pause or resume) is success too; anything else refused is ``rejected``;
+* a delete of an instance that does not exist is success (a redelivered delete); a workflow that
+  does not exist is ``rejected``, like every 404 of it.
+
+Creates, terminates (without ``rollback``) and deletes of one workflow share bulk calls through
+:mod:`bridge.pipeline.coalesce`; each still gets its own outcome. A terminate whose bulk call
+cannot say whether it was terminated (the call terminated fewer ids than it was sent) reads its
+instance's status, and is sent alone only if it is still live.
 """
 
 from __future__ import annotations
@@ -29,20 +36,31 @@ import structlog
 from bridge.cloudflare.client import Answer, WorkflowsClient
 from bridge.config import PipelineSettings
 from bridge.contract.results import Outcome
+from bridge.contract.rules import INSTANCE_NOT_FOUND_CODE, WORKFLOW_NOT_FOUND_CODE
 from bridge.errors import (
     AlreadyExists,
     ApiError,
     AuthError,
     Conflict,
+    NotFound,
     RateLimited,
     Rejected,
+    ServerError,
 )
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
-from bridge.pipeline.coalesce import BatchRefused, CreateCoalescer
+from bridge.pipeline.coalesce import BatchRefused, Coalescer, Termination
 from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.statuses import KNOWS_NOTHING, InstanceStatuses
-from bridge.pipeline.translate import CreateOp, EventOp, Job, JobOutcome, StatusOp
+from bridge.pipeline.translate import (
+    CreateOp,
+    DeleteOp,
+    EventOp,
+    GetOp,
+    Job,
+    JobOutcome,
+    StatusOp,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -75,7 +93,7 @@ class Executor:
         self,
         client: WorkflowsClient,
         budget: RequestBudget,
-        coalescer: CreateCoalescer,
+        coalescer: Coalescer,
         gate: AuthGate,
         settings: PipelineSettings,
         *,
@@ -166,9 +184,13 @@ class Executor:
                     job.workflow, job.instance_id, op.event_type, op.payload
                 ),
             )
-            return JobOutcome(
-                Outcome.OK, None, None, tally.attempts, tally.http_status, tally.cf_ray
-            )
+            return self._ok(None, tally)
+        if isinstance(op, DeleteOp):
+            return await self._delete(job, tally, alone=alone)
+        if isinstance(op, GetOp):
+            return await self._get(job, op, tally)
+        if op.status == "terminate" and not op.rollback and not alone:
+            return await self._terminate(job, op, tally)
         return await self._edit(job, op, tally)
 
     async def _create(self, job: Job, op: CreateOp, tally: _Tally, *, alone: bool) -> JobOutcome:
@@ -238,6 +260,62 @@ class Executor:
             Outcome.OK, answer.result.status, None, tally.attempts, tally.http_status, tally.cf_ray
         )
 
+    async def _terminate(self, job: Job, op: StatusOp, tally: _Tally) -> JobOutcome:
+        tally.attempts += 1
+        answer = await self._coalescer.terminate(job.workflow, job.instance_id)
+        tally.http_status, tally.cf_ray = answer.http_status, answer.cf_ray
+        if answer.termination is Termination.TERMINATED:
+            return self._ok("terminated", tally)
+        if answer.termination is Termination.UNSETTLED:
+            # The call terminated fewer ids than it was sent and does not say which: look (at
+            # the API: what the bridge knew from before the call is out of date now).
+            state = await self._request(
+                tally, lambda: self._client.get(job.workflow, job.instance_id)
+            )
+            if state.result.status == "terminated":
+                return self._ok("terminated", tally)
+        # Still live (or a terminate-all job made the call do nothing): this id alone.
+        return await self._edit(job, op, tally)
+
+    async def _delete(self, job: Job, tally: _Tally, *, alone: bool) -> JobOutcome:
+        if not alone:
+            tally.attempts += 1
+            answer = await self._coalescer.delete(job.workflow, job.instance_id)
+            tally.http_status, tally.cf_ray = answer.http_status, answer.cf_ray
+            error = answer.error
+            if error is None or error.code == INSTANCE_NOT_FOUND_CODE:
+                return self._ok(None, tally)
+            raise ServerError(
+                f"batch/delete did not delete {job.instance_id}: {error.code} {error.message}",
+                http_status=answer.http_status,
+                code=error.code,
+                cf_ray=answer.cf_ray,
+            )
+        try:
+            await self._request(tally, lambda: self._client.delete(job.workflow, job.instance_id))
+        except NotFound as exc:
+            if _workflow_missing(exc):
+                raise
+            # No such instance: deleted already (a redelivered delete), which was the goal.
+        return self._ok(None, tally)
+
+    async def _get(self, job: Job, op: GetOp, tally: _Tally) -> JobOutcome:
+        answer = await self._request(
+            tally,
+            lambda: self._client.get(job.workflow, job.instance_id, simple=not op.steps),
+        )
+        state = answer.result
+        return JobOutcome(
+            Outcome.OK,
+            state.status,
+            None,
+            tally.attempts,
+            tally.http_status,
+            tally.cf_ray,
+            instance=state,
+            steps=op.steps,
+        )
+
     async def _status_of(self, job: Job, tally: _Tally) -> str | None:
         """The status of an instance a status edit was refused on: known, else one ``get``."""
         known = self._statuses.known(job.workflow, job.instance_id)
@@ -245,3 +323,8 @@ class Executor:
             return known
         answer = await self._request(tally, lambda: self._client.get(job.workflow, job.instance_id))
         return answer.result.status
+
+
+def _workflow_missing(error: NotFound) -> bool:
+    """Whether a 404 is about the workflow (not deployed) rather than the instance."""
+    return error.code == WORKFLOW_NOT_FOUND_CODE or "workflow.not_found" in error.message

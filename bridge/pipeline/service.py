@@ -41,7 +41,7 @@ from bridge.ops.health import HealthServer
 from bridge.pipeline import kafka_io
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
-from bridge.pipeline.coalesce import CreateCoalescer
+from bridge.pipeline.coalesce import Coalescer
 from bridge.pipeline.executor import Executor
 from bridge.pipeline.keyed import KeyedRunner
 from bridge.pipeline.lookup import StatusLookup
@@ -135,7 +135,7 @@ async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterat
         )
         linger = pipeline.batch_linger_ms / 1000
         coalescer = await stack.enter_async_context(
-            CreateCoalescer(client, budget, linger_seconds=linger)
+            Coalescer(client, budget, linger_seconds=linger)
         )
         lookup = await stack.enter_async_context(
             StatusLookup(client, budget, linger_seconds=linger)

@@ -12,10 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.cloudflare.bodies import create_body
+from bridge.cloudflare.models import InstanceGetResponse
 from bridge.contract.commands import (
     Command,
     CreateBatchCommand,
     CreateCommand,
+    DeleteCommand,
+    GetCommand,
     InstanceRetention,
     RestartCommand,
     SendEventCommand,
@@ -23,7 +26,14 @@ from bridge.contract.commands import (
 )
 from bridge.contract.deadletter import HEADER_PREFIX, DeadLetterHeaders, dead_letter_headers
 from bridge.contract.decode import salvage
-from bridge.contract.results import ErrorInfo, Outcome, ResultRecord, Source
+from bridge.contract.results import (
+    ErrorInfo,
+    InstanceError,
+    InstanceSnapshot,
+    Outcome,
+    ResultRecord,
+    Source,
+)
 from bridge.contract.rules import MAX_COMMAND_ID, SERIALISED_GROWTH
 from bridge.errors import ApiError, BridgeError, ContractError
 
@@ -36,6 +46,10 @@ MAX_DEAD_LETTER_VALUE = 1_000_000
 COMMAND_ID_HEADER = "workflows_bridge.command_id"
 #: CloudEvents binary mode's event id, the command id when nothing more specific is given.
 CLOUDEVENTS_ID_HEADER = "ce_id"
+#: A result carrying an instance snapshot is kept under this (Kafka's default is about 1 MB).
+MAX_RESULT_BYTES = 900_000
+#: What a snapshot gives up, in this order, when the record would be larger than that.
+_DROPPABLE = ("steps", "params", "output")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,17 @@ class EventOp:
     payload: Any
 
 
-Op = CreateOp | StatusOp | EventOp
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GetOp:
+    steps: bool = False
+
+
+Op = CreateOp | StatusOp | EventOp | DeleteOp | GetOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +150,10 @@ class JobOutcome:
     attempts: int = 0
     http_status: int | None = None
     cf_ray: str | None = None
+    #: What ``GET /instances/{id}`` answered, for a ``get`` job.
+    instance: InstanceGetResponse | None = None
+    #: Whether the snapshot should carry the step log.
+    steps: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +219,10 @@ def plan(
         case RestartCommand():
             start = None if command.from_ is None else command.from_.model_dump(exclude_none=True)
             return [job(command.instance_id, StatusOp("restart", from_=start))]
+        case DeleteCommand():
+            return [job(command.instance_id, DeleteOp())]
+        case GetCommand():
+            return [job(command.instance_id, GetOp(steps=command.steps is True))]
         case _:
             return [job(command.instance_id, StatusOp(command.action))]
 
@@ -209,23 +241,60 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def snapshot(answer: InstanceGetResponse, *, steps: bool, drop: int = 0) -> InstanceSnapshot:
+    """The ``get`` command's view of an instance; ``drop`` leaves out the first ``drop`` fields
+    of ``_DROPPABLE`` (to keep the record small enough)."""
+    gone = _DROPPABLE[:drop]
+    error = answer.error
+    return InstanceSnapshot(
+        status=answer.status,
+        output=None if "output" in gone else answer.output,
+        error=None if error is None else InstanceError(name=error.name, message=error.message),
+        params=None if "params" in gone else answer.params,
+        version_id=answer.version_id,
+        queued_at=answer.queued,
+        started_at=answer.start,
+        ended_at=answer.end,
+        step_count=answer.step_count,
+        steps=[step.model_dump(mode="json", by_alias=True) for step in answer.steps]
+        if steps and "steps" not in gone
+        else None,
+        omitted=[name for name in gone if name != "steps" or steps],
+    )
+
+
+def _result(job: Job, done: JobOutcome, origin: Origin, at: datetime) -> ResultRecord:
+    """The result record; a snapshot too large for one record sheds fields until it fits."""
+    drop = 0
+    while True:
+        result = ResultRecord(
+            command_id=job.command_id,
+            action=job.action,
+            workflow=job.workflow,
+            instance_id=job.instance_id,
+            outcome=done.outcome,
+            status=done.status,
+            error=None if done.error is None else error_info(done.error),
+            http_status=done.http_status,
+            cf_ray=done.cf_ray,
+            attempts=done.attempts,
+            instance=None
+            if done.instance is None
+            else snapshot(done.instance, steps=done.steps, drop=drop),
+            source=origin.source,
+            at=at,
+        )
+        if done.instance is None or drop == len(_DROPPABLE):
+            return result
+        if len(result.model_dump_json().encode()) <= MAX_RESULT_BYTES:
+            return result
+        drop += 1
+
+
 def records_for_job(job: Job, done: JobOutcome, origin: Origin) -> list[OutRecord]:
     """The result record of a finished job, and a dead-letter copy when it was not applied."""
     at = _now()
-    result = ResultRecord(
-        command_id=job.command_id,
-        action=job.action,
-        workflow=job.workflow,
-        instance_id=job.instance_id,
-        outcome=done.outcome,
-        status=done.status,
-        error=None if done.error is None else error_info(done.error),
-        http_status=done.http_status,
-        cf_ray=done.cf_ray,
-        attempts=done.attempts,
-        source=origin.source,
-        at=at,
-    )
+    result = _result(job, done, origin, at)
     log = {
         "command_id": job.command_id,
         "instance_id": job.instance_id,

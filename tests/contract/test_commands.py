@@ -39,6 +39,9 @@ GOOD = [
     {"action": "send_event", "workflow": "w", "instance_id": "i", "event_type": "approval"},
     {"action": "create", "workflow": "w", "instance_id": "x" * 100},
     {"action": "create", "workflow": "w" * 64},
+    {"action": "delete", "workflow": "w", "instance_id": "i"},
+    {"action": "get", "workflow": "w", "instance_id": "i"},
+    {"action": "get", "workflow": "w", "instance_id": "i", "steps": True},
 ]
 
 
@@ -150,6 +153,14 @@ BAD = [
         {"action": "restart", "workflow": "w", "instance_id": "i", "from": {"count": 1}},
         "from.name",
         "required",
+    ),
+    ({"action": "delete", "workflow": "w"}, "instance_id", "required"),
+    ({"action": "delete", "workflow": "w", "instance_id": "terminate"}, "instance_id", "reserved"),
+    ({"action": "get", "workflow": "w", "instance_id": "i", "steps": "yes"}, "steps", "bool"),
+    (
+        {"action": "get", "workflow": "w", "instance_id": "i", "order": "desc"},
+        "order",
+        "Extra inputs",
     ),
 ]
 

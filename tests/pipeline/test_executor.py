@@ -14,14 +14,14 @@ import httpx
 from bridge.cloudflare.client import WorkflowsClient
 from bridge.config import PipelineSettings
 from bridge.contract.results import Outcome
-from bridge.errors import Conflict, Rejected, ServerError
+from bridge.errors import Conflict, NotFound, Rejected, ServerError
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
-from bridge.pipeline.coalesce import CreateCoalescer
+from bridge.pipeline.coalesce import Coalescer
 from bridge.pipeline.executor import Executor
 from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.statuses import KNOWS_NOTHING, InstanceStatuses
-from bridge.pipeline.translate import CreateOp, Job, StatusOp
+from bridge.pipeline.translate import CreateOp, DeleteOp, GetOp, Job, StatusOp
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -62,7 +62,7 @@ async def executor(
             transport=httpx.MockTransport(handler),
             on_response=budget.observe,
         ) as client,
-        CreateCoalescer(client, budget, linger_seconds=linger) as coalescer,
+        Coalescer(client, budget, linger_seconds=linger) as coalescer,
         StatusLookup(client, budget, linger_seconds=linger, backoff_seconds=0.01) as lookup,
     ):
 
@@ -128,9 +128,14 @@ async def test_redelivered_terminate_is_ok_but_terminating_a_complete_instance_i
         return ok({"status": state["status"]})
 
     async with executor(handler) as run:
-        again = await run.run(edit_job("terminate"))
+        # rollback: the single PATCH, which batch/terminate has no form of
+        again = await run.run(
+            Job("c", "terminate", "wf", "i", StatusOp("terminate", rollback=True))
+        )
         state["status"] = "complete"
-        refused = await run.run(edit_job("terminate"))
+        refused = await run.run(
+            Job("c", "terminate", "wf", "i", StatusOp("terminate", rollback=True))
+        )
     assert (again.outcome, again.status, again.attempts) == (Outcome.OK, "terminated", 2)
     assert refused.outcome is Outcome.REJECTED
     assert isinstance(refused.error, Conflict)
@@ -335,3 +340,151 @@ async def test_a_failing_list_scan_leaves_the_status_unknown() -> None:
         done = await run.run(create_job("old"))
     assert (done.outcome, done.status) == (Outcome.ALREADY_EXISTS, None)
     assert api.calls == Counter({"batch": 1, "list": 3})
+
+
+class TerminatingApi:
+    """A scripted API with batch terminate: it counts the live ids it terminated."""
+
+    def __init__(self, statuses: dict[str, str], *, busy: bool = False) -> None:
+        self.statuses = statuses
+        self.busy = busy
+        self.calls: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls.append(f"{request.method} {path.split('/instances')[1]}")
+        if path.endswith("/batch/terminate"):
+            if self.busy:
+                return ok({"instancesTerminated": 0, "status": "already_running"})
+            count = 0
+            for instance_id in json.loads(request.content):
+                if self.statuses.get(instance_id) in ("running", "waiting"):
+                    self.statuses[instance_id] = "terminated"
+                    count += 1
+            return ok({"instancesTerminated": count, "status": "ok"})
+        instance_id = path.split("/")[-2 if path.endswith("/status") else -1]
+        if instance_id not in self.statuses:
+            return fail(404, 10400, "workflows.api.error.instance.not_found")
+        if request.method == "PATCH":
+            if self.statuses[instance_id] in ("complete", "errored", "terminated"):
+                return fail(409, 10409, "Instance not in a restartable state.")
+            self.statuses[instance_id] = "terminated"
+            return ok({"status": "terminated", "timestamp": None})
+        return ok({"status": self.statuses[instance_id]})
+
+
+def terminate_job(instance_id: str, rollback: bool | None = None) -> Job:
+    return Job("c", "terminate", "wf", instance_id, StatusOp("terminate", rollback=rollback))
+
+
+async def test_terminates_of_one_workflow_share_one_batch_call() -> None:
+    api = TerminatingApi({f"t{n}": "running" for n in range(5)})
+    async with executor(api) as run:
+        done = await asyncio.gather(*(run.run(terminate_job(f"t{n}")) for n in range(5)))
+    assert api.calls == ["POST /batch/terminate"]
+    assert [(d.outcome, d.status, d.attempts) for d in done] == [(Outcome.OK, "terminated", 1)] * 5
+
+
+async def test_terminate_coalescing_with_one_bad_id_answers_that_id_on_its_own() -> None:
+    statuses = {f"t{n}": "running" for n in range(4)} | {"finished": "complete"}
+    api = TerminatingApi(statuses)
+    ids = ["t0", "t1", "finished", "t2", "missing", "t3"]
+    async with executor(api) as run:
+        answers = await asyncio.gather(*(run.run(terminate_job(i)) for i in ids))
+    done = dict(zip(ids, answers, strict=True))
+    for instance_id in ("t0", "t1", "t2", "t3"):
+        # The call terminated 4 of 6 and cannot say which: each good id looked at itself.
+        assert (done[instance_id].outcome, done[instance_id].status) == (Outcome.OK, "terminated")
+        assert done[instance_id].attempts == 2
+    assert done["finished"].outcome is Outcome.REJECTED
+    assert isinstance(done["finished"].error, Conflict)
+    assert done["missing"].outcome is Outcome.REJECTED
+    assert isinstance(done["missing"].error, NotFound)
+    assert done["missing"].error.code == 10400
+    assert api.calls.count("POST /batch/terminate") == 1
+    assert api.calls.count("PATCH /finished/status") == 1
+    assert not [c for c in api.calls if c.startswith("PATCH /t")]  # no good id sent twice
+    assert len(api.calls) == 1 + 6 + 2  # the batch, a look at each id, the final one's PATCH+GET
+
+
+async def test_terminate_with_rollback_and_a_busy_terminate_job_go_alone() -> None:
+    api = TerminatingApi({"r": "running", "b": "running"}, busy=True)
+    async with executor(api) as run:
+        rolled = await run.run(terminate_job("r", rollback=True))
+        busy = await run.run(terminate_job("b"))
+    assert (rolled.outcome, rolled.status, rolled.attempts) == (Outcome.OK, "terminated", 1)
+    assert (busy.outcome, busy.status, busy.attempts) == (Outcome.OK, "terminated", 2)
+    assert api.calls == ["PATCH /r/status", "POST /batch/terminate", "PATCH /b/status"]
+
+
+async def test_deletes_share_a_batch_and_a_missing_instance_is_ok() -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        calls.append((f"{request.method} {request.url.path.split('/instances')[1]}", body))
+        if request.url.path.endswith("/batch/delete"):
+            return ok(
+                {
+                    "deleted": [{"id": "here"}],
+                    "errors": [
+                        {"id": "gone", "code": 10400, "message": "instance.not_found"},
+                        {"id": "flaky", "code": 10001, "message": "internal_server"},
+                    ],
+                }
+            )
+        return ok({"instanceId": "flaky", "timestamp": None})
+
+    def job(instance_id: str) -> Job:
+        return Job("c", "delete", "wf", instance_id, DeleteOp())
+
+    async with executor(handler) as run:
+        here, gone = await asyncio.gather(run.run(job("here")), run.run(job("gone")))
+    assert (here.outcome, here.status, here.attempts) == (Outcome.OK, None, 1)
+    assert (gone.outcome, gone.attempts) == (Outcome.OK, 1)
+    assert calls == [("POST /batch/delete", {"instances": ["here", "gone"]})]
+
+
+async def test_delete_of_an_undeployed_workflow_is_rejected_and_not_retried() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return fail(404, 10200, "workflows.api.error.workflow.not_found")
+
+    async with executor(handler) as run:
+        batched = await run.run(Job("c", "delete", "nope", "i", DeleteOp()))
+        single = await run.run(terminate_job("i"))
+    assert batched.outcome is Outcome.REJECTED
+    assert isinstance(batched.error, NotFound)
+    assert batched.error.code == 10200
+    assert single.outcome is Outcome.REJECTED
+    assert calls == 2  # one request each, no retry
+
+
+async def test_get_reports_the_state_with_steps_only_when_asked() -> None:
+    queries: list[str] = []
+    state = {
+        "status": "errored",
+        "output": None,
+        "error": {"name": "Error", "message": "boom"},
+        "params": {"p": 1},
+        "versionId": "v1",
+        "step_count": 1,
+        "steps": [{"type": "sleep", "name": "nap-1", "finished": True}],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries.append(str(request.url.query, "ascii"))
+        return ok(state)
+
+    async with executor(handler) as run:
+        plain = await run.run(Job("c", "get", "wf", "i", GetOp()))
+        detailed = await run.run(Job("c", "get", "wf", "i", GetOp(steps=True)))
+    assert queries == ["simple=true", "simple=false"]
+    assert (plain.outcome, plain.status, plain.attempts) == (Outcome.OK, "errored", 1)
+    assert plain.instance is not None
+    assert plain.instance.error is not None
+    assert plain.instance.error.message == "boom"
+    assert (plain.steps, detailed.steps) == (False, True)

@@ -162,3 +162,132 @@ async def test_every_kind_of_bad_input_is_answered_and_consumption_continues(
         assert b"\xc3\x28" in copied
         assert b"{nope" in copied
         assert emulator.stats.requests.total() == 1  # no budget spent on bad input
+
+
+async def test_delete_get_and_coalesced_terminates_end_to_end(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    wf = "orders"
+    ids = [f"t-{n}" for n in range(6)]
+    setup: list[dict[str, Any] | bytes] = [
+        {
+            "action": "create_batch",
+            "workflow": wf,
+            "command_id": "made",
+            "instances": [{"instance_id": i, "params": {"i": i}} for i in [*ids, "gone", "seen"]],
+        },
+        {
+            "action": "send_event",
+            "workflow": wf,
+            "instance_id": "t-5",
+            "event_type": "go",
+            "command_id": "finish-t5",
+        },
+    ]
+    later: list[dict[str, Any] | bytes] = [
+        *(
+            {"action": "terminate", "workflow": wf, "instance_id": i, "command_id": f"term-{i}"}
+            for i in ids
+        ),
+        {"action": "get", "workflow": wf, "instance_id": "seen", "steps": True, "command_id": "g1"},
+        {"action": "get", "workflow": wf, "instance_id": "t-5", "command_id": "g2"},
+        {"action": "get", "workflow": wf, "instance_id": "nobody", "command_id": "g3"},
+        {"action": "delete", "workflow": wf, "instance_id": "gone", "command_id": "d1"},
+        {"action": "delete", "workflow": wf, "instance_id": "gone", "command_id": "d2"},
+        {
+            "action": "create",
+            "workflow": wf,
+            "instance_id": "gone",
+            "command_id": "again",
+            "params": {"round": 2},
+        },
+    ]
+    config = EmulatorConfig(workflows={wf: _waiting()})
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, setup)
+            await reader.until(results=9)
+            await emulator.wait_for_status(wf, "t-5", "complete")
+            for instance_id in ("seen", *ids[:5]):
+                await emulator.wait_for_status(wf, instance_id, "waiting")
+            emulator.stats.reset()
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, later)
+            await reader.until(results=9 + len(later), dead_letters=2)
+        results = {cid: found[0] for cid, found in reader.by_command().items()}
+
+    # Six terminates, one of a complete instance: one batch call, then a look at each id,
+    # and the complete one answered on its own.
+    for instance_id in ids[:5]:
+        assert (
+            results[f"term-{instance_id}"]["outcome"],
+            results[f"term-{instance_id}"]["status"],
+        ) == (
+            "ok",
+            "terminated",
+        )
+    refused = results["term-t-5"]
+    assert refused["outcome"] == "rejected"
+    assert refused["error"]["type"] == "Conflict"
+    assert emulator.stats.requests["batch_terminate"] == 1
+    assert emulator.stats.requests["status"] == 1  # only the complete one was sent alone
+
+    # get: the current state, with output/error, and the step log only when asked
+    seen = results["g1"]
+    assert (seen["outcome"], seen["status"]) == ("ok", "waiting")
+    assert seen["instance"]["params"] == {"i": "seen"}
+    assert [s["name"] for s in seen["instance"]["steps"]] == ["a-1", "w-1"]
+    assert seen["instance"]["omitted"] == []
+    done = results["g2"]["instance"]
+    assert done["status"] == "complete"
+    assert done["output"] == {"params": {"i": "t-5"}}
+    assert done["steps"] is None
+    assert done["ended_at"] is not None
+    assert (results["g3"]["outcome"], results["g3"]["error"]["code"]) == ("rejected", 10400)
+
+    # delete: coalesced, idempotent on redelivery, and the id is free again
+    assert results["d1"]["outcome"] == "ok"
+    assert results["d2"]["outcome"] == "ok"
+    assert results["again"]["outcome"] == "ok"
+    assert emulator.instance(wf, "gone").params == {"round": 2}  # type: ignore[union-attr]
+    assert emulator.stats.deleted[wf] == 1
+
+
+async def test_an_undeployed_workflow_is_rejected_without_retrying(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    absent = "not-deployed"
+    commands: list[dict[str, Any] | bytes] = [
+        {"action": "create", "workflow": absent, "instance_id": "x", "command_id": "create"},
+        {"action": "pause", "workflow": absent, "instance_id": "x", "command_id": "pause"},
+        {"action": "terminate", "workflow": absent, "instance_id": "x", "command_id": "terminate"},
+        {"action": "delete", "workflow": absent, "instance_id": "x", "command_id": "delete"},
+        {"action": "get", "workflow": absent, "instance_id": "x", "command_id": "get"},
+        {
+            "action": "send_event",
+            "workflow": absent,
+            "instance_id": "x",
+            "event_type": "go",
+            "command_id": "event",
+        },
+    ]
+    config = EmulatorConfig(workflows={"deployed": _waiting()})
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=len(commands), dead_letters=len(commands))
+        for result in reader.results:
+            assert result["outcome"] == "rejected", result
+            assert result["attempts"] == 1, result
+            assert (result["error"]["http_status"], result["error"]["code"]) == (404, 10200)
+        assert emulator.stats.requests.total() == len(commands)  # nothing retried
+        assert emulator.stats.responses == {404: len(commands)}

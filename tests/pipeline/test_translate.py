@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+from bridge.cloudflare.models import InstanceGetResponse
 from bridge.contract.decode import decode_command
 from bridge.contract.results import OUTPUT_ADAPTER, Outcome, ResultRecord
 from bridge.contract.rules import instance_id_problem
 from bridge.errors import ContractError, NotFound, TransportError
 from bridge.pipeline.translate import (
+    MAX_RESULT_BYTES,
     CreateOp,
+    DeleteOp,
     EventOp,
+    GetOp,
+    Job,
     JobOutcome,
     Origin,
     StatusOp,
@@ -187,3 +192,87 @@ def test_workflow_outside_the_allow_list_is_rejected_before_any_request() -> Non
     assert headers["workflows_bridge.errors.rule"] == b"workflow_not_allowed"
     # The dead letter names the command id, so a replay keeps it.
     assert headers["workflows_bridge.errors.command_id"] == b"cmds-2-41"
+
+
+def test_delete_and_get_jobs() -> None:
+    [delete] = _plan({"action": "delete", "workflow": "w", "instance_id": "i"})
+    assert (delete.action, delete.key, delete.op) == ("delete", ("w", "i"), DeleteOp())
+    [plain] = _plan({"action": "get", "workflow": "w", "instance_id": "i"})
+    [detailed] = _plan({"action": "get", "workflow": "w", "instance_id": "i", "steps": True})
+    assert (plain.op, detailed.op) == (GetOp(steps=False), GetOp(steps=True))
+
+
+def _state(**fields: object) -> InstanceGetResponse:
+    base: dict[str, object] = {
+        "status": "complete",
+        "queued": "2026-11-29T06:40:46.512Z",
+        "end": "2026-11-29T06:40:47.000Z",
+        "params": {"p": 1},
+        "output": {"done": True},
+        "error": None,
+        "versionId": "v-1",
+        "step_count": 2,
+        "steps": [
+            {"type": "step", "name": "prepare-1", "success": True, "output": 1, "attempts": []},
+            {"type": "waitForEvent", "name": "approval-1", "finished": True, "output": {"a": 1}},
+        ],
+    }
+    return InstanceGetResponse.model_validate(base | fields)
+
+
+def _get_result(state: InstanceGetResponse, *, steps: bool) -> dict[str, object]:
+    job = Job("g", "get", "w", "i", GetOp(steps=steps))
+    done = JobOutcome(Outcome.OK, state.status, attempts=1, instance=state, steps=steps)
+    [record] = records_for_job(job, done, ORIGIN)
+    assert not record.dead_letter
+    assert record.value is not None
+    parsed = OUTPUT_ADAPTER.validate_json(record.value)
+    assert isinstance(parsed, ResultRecord)
+    value: dict[str, object] = json.loads(record.value)
+    return value
+
+
+def test_get_publishes_the_instance_snapshot() -> None:
+    with_steps = _get_result(_state(), steps=True)
+    assert with_steps["status"] == "complete"
+    snapshot = with_steps["instance"]
+    assert isinstance(snapshot, dict)
+    assert snapshot["output"] == {"done": True}
+    assert snapshot["params"] == {"p": 1}
+    assert snapshot["version_id"] == "v-1"
+    assert snapshot["queued_at"] == "2026-11-29T06:40:46.512000Z"
+    assert snapshot["started_at"] is None
+    assert [s["name"] for s in snapshot["steps"]] == ["prepare-1", "approval-1"]
+    assert snapshot["omitted"] == []
+    without = _get_result(_state(), steps=False)["instance"]
+    assert isinstance(without, dict)
+    assert without["steps"] is None
+    failed = _get_result(
+        _state(status="errored", output=None, error={"name": "Error", "message": "boom"}),
+        steps=False,
+    )["instance"]
+    assert isinstance(failed, dict)
+    assert failed["error"] == {"name": "Error", "message": "boom"}
+
+
+def test_a_snapshot_too_large_for_one_record_sheds_steps_then_params_then_output() -> None:
+    big = "x" * 400_000
+    many_steps = [
+        {"type": "step", "name": f"s-{n}", "success": True, "output": big[:1000], "attempts": []}
+        for n in range(1000)
+    ]
+    shed_steps = _get_result(_state(steps=many_steps), steps=True)
+    assert len(json.dumps(shed_steps)) <= MAX_RESULT_BYTES
+    snapshot = shed_steps["instance"]
+    assert isinstance(snapshot, dict)
+    assert (snapshot["steps"], snapshot["omitted"]) == (None, ["steps"])
+    assert snapshot["params"] == {"p": 1}
+
+    shed_all = _get_result(
+        _state(steps=many_steps, params={"big": big}, output={"big": big * 3}), steps=True
+    )
+    snapshot = shed_all["instance"]
+    assert isinstance(snapshot, dict)
+    assert snapshot["omitted"] == ["steps", "params", "output"]
+    assert (snapshot["params"], snapshot["output"]) == (None, None)
+    assert snapshot["status"] == "complete"
