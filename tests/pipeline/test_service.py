@@ -219,6 +219,7 @@ async def test_delete_get_and_coalesced_terminates_end_to_end(
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, later)
             await reader.until(results=9 + len(later), dead_letters=2)
         results = {cid: found[0] for cid, found in reader.by_command().items()}
+        recreated = emulator.instance(wf, "gone")
 
     # Six terminates, one of a complete instance: one batch call, then a look at each id,
     # and the complete one answered on its own.
@@ -253,7 +254,8 @@ async def test_delete_get_and_coalesced_terminates_end_to_end(
     assert results["d1"]["outcome"] == "ok"
     assert results["d2"]["outcome"] == "ok"
     assert results["again"]["outcome"] == "ok"
-    assert emulator.instance(wf, "gone").params == {"round": 2}  # type: ignore[union-attr]
+    assert recreated is not None
+    assert recreated.params == {"round": 2}
     assert emulator.stats.deleted[wf] == 1
 
 
