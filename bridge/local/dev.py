@@ -105,6 +105,11 @@ def scenario() -> list[tuple[float, dict[str, Any] | str]]:
             },
         )
     )
+    # The instance's state on demand (its step log too), and a terminated one forgotten.
+    steps.append(
+        (1.0, {"action": "get", "workflow": WORKFLOW, "instance_id": "order-1", "steps": True})
+    )
+    steps.append((1.0, {"action": "delete", "workflow": WORKFLOW, "instance_id": "order-3"}))
     return steps
 
 
@@ -150,7 +155,14 @@ async def _watch(bootstrap: str, board: _Board) -> None:
                 continue
             record = json.loads(message.value or b"{}")
             instance = record.get("instance_id") or "(unknown)"
-            board.last_result[instance] = f"{record.get('action')} → {record.get('outcome')}"
+            shown = f"{record.get('action')} → {record.get('outcome')}"
+            state = record.get("instance")
+            if isinstance(state, dict):  # a get: what the instance's state was
+                steps = state.get("steps") or []
+                shown += (
+                    f" ({state.get('status')}, {len(steps)} steps, output {state.get('output')})"
+                )
+            board.last_result[instance] = shown
     finally:
         await consumer.stop()
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bridge.config import KafkaSettings
+from bridge.contract.commands import ACTIONS
 from bridge.contract.decode import decode_command
 from bridge.errors import BridgeError, ConfigError, ContractError
 from bridge.tools.common import add_kafka_arguments, started_producer, tool_settings
@@ -108,7 +109,13 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("send", help="publish commands (JSON) to the command topic")
+    parser = subparsers.add_parser(
+        "send",
+        help="publish commands (JSON) to the command topic",
+        description="Publish commands, keyed by instance_id; each is checked against the "
+        f"contract first. Actions: {', '.join(ACTIONS)}.",
+        epilog='e.g. {"action": "get", "workflow": "orders", "instance_id": "o-1", "steps": true}',
+    )
     parser.add_argument("commands", nargs="*", help="commands as JSON objects")
     parser.add_argument("--file", type=Path, help="a JSONL file, one command per line")
     parser.add_argument(

@@ -45,7 +45,7 @@ async def test_dev_plays_the_scenario_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         async with asyncio.timeout(90):
             while not any(
-                r.get("action") == "send_event" and r.get("instance_id") == "order-2"
+                r.get("action") == "delete" and r.get("instance_id") == "order-3"
                 for r in _done_commands(log)
             ):
                 assert process.returncode is None
@@ -62,6 +62,9 @@ async def test_dev_plays_the_scenario_and_stops_cleanly(tmp_path: Path) -> None:
     assert outcomes[("create_batch", "order-1")] == "ok"
     assert outcomes[("terminate", "order-3")] == "ok"
     assert outcomes[("resume", "order-2")] == "ok"
+    assert outcomes[("send_event", "order-2")] == "ok"
+    assert outcomes[("get", "order-1")] == "ok"
+    assert outcomes[("delete", "order-3")] == "ok"
     assert [r for r in done if r["event"] == "command_rejected"]  # the malformed one
     text = output.decode(errors="replace")
     assert "order-2" in text

@@ -64,3 +64,31 @@ async def test_send_no_validate_passes_bad_lines_through(
 def test_send_needs_something_and_somewhere(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["send", "--bootstrap", "127.0.0.1:1"]) == 2
     assert "nothing to send" in capsys.readouterr().err
+
+
+async def test_send_knows_delete_and_get(
+    kafka_bootstrap: str, new_topic: NewTopic, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = await new_topic("cmd", partitions=1)
+    commands = [
+        {"action": "delete", "workflow": "wf", "instance_id": "d-1"},
+        {"action": "get", "workflow": "wf", "instance_id": "g-1", "steps": True},
+        {"action": "get", "workflow": "wf", "instance_id": "g-2", "steps": "all"},  # invalid
+    ]
+    code = await asyncio.to_thread(
+        main,
+        ["send", "--bootstrap", kafka_bootstrap, "--topic", topic, *map(json.dumps, commands)],
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "sent 2 command(s)" in err
+    assert "argument 3" in err
+    assert [key for key, _ in await _read(kafka_bootstrap, topic, 2)] == [b"d-1", b"g-1"]
+
+
+def test_send_help_lists_every_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["send", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for action in ("create_batch", "send_event", "delete", "get"):
+        assert action in text
