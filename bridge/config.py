@@ -180,7 +180,7 @@ class PipelineSettings(_Section):
     retry_deadline_seconds: float = Field(default=600.0, gt=0)
     backoff_initial_seconds: float = Field(default=0.2, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
-    #: How long single creates wait to be coalesced into one ``/batch`` call.
+    #: How long creates, terminates and deletes wait to share one bulk call of their workflow.
     batch_linger_ms: float = Field(default=20.0, ge=0)
     #: Grace period for in-flight work on shutdown and on partition revocation.
     drain_timeout_seconds: float = Field(default=20.0, gt=0)
