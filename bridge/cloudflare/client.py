@@ -9,6 +9,7 @@ request budget and what a command may cost.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,22 @@ class Answer(Generic[T]):
 
 #: Called after every HTTP answer, success or not: the request budget listens here.
 ResponseHook = Callable[[int, RateLimitInfo | None, float | None], None]
+#: Told of every request once it ends: endpoint name, HTTP status (None: no answer), seconds.
+ExchangeHook = Callable[[str, int | None, float], None]
+
+
+def endpoint_name(method: str, path: str) -> str:
+    """A low-cardinality name for a request (no workflow or instance names): for metrics."""
+    tail = path.rstrip("/").rsplit("/instances", 1)[-1]
+    if not tail:
+        return "list" if method == "GET" else "create"
+    if tail == "/batch":
+        return "create_batch"
+    if tail.endswith("/status"):
+        return "edit_status"
+    if "/events/" in tail:
+        return "send_event"
+    return "get" if method == "GET" else f"{method.lower()}_instance"
 
 
 def segment(value: str) -> str:
@@ -113,12 +130,14 @@ class WorkflowsClient:
         limits: httpx.Limits = DEFAULT_LIMITS,
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: ResponseHook | None = None,
+        on_exchange: ExchangeHook | None = None,
     ) -> None:
         if not account_id:
             raise ValueError("account_id must not be empty")
         self._account = f"/accounts/{_segment(account_id)}"
         self._prefix = f"{self._account}/workflows"
         self._on_response = on_response
+        self._on_exchange = on_exchange
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={
@@ -407,6 +426,7 @@ class WorkflowsClient:
         where = f"{method} {path}"
         bodiless = json_body is None and method in ("GET", "DELETE", "PUT")
         content = None if bodiless else _dumps(json_body)
+        started = time.monotonic()
         try:
             response = await self._http.request(
                 method,
@@ -416,7 +436,13 @@ class WorkflowsClient:
                 headers={"Content-Type": "application/json"} if content is not None else None,
             )
         except (httpx.TransportError, TimeoutError) as exc:
+            if self._on_exchange is not None:
+                self._on_exchange(endpoint_name(method, path), None, time.monotonic() - started)
             raise TransportError(f"{where}: no answer ({_cause(exc)})") from exc
+        if self._on_exchange is not None:
+            self._on_exchange(
+                endpoint_name(method, path), response.status_code, time.monotonic() - started
+            )
 
         cf_ray = response.headers.get("cf-ray")
         ratelimit = parse_ratelimit(response.headers)

@@ -100,12 +100,14 @@ class Executor:
         lookup: StatusLookup | None = None,
         statuses: InstanceStatuses = KNOWS_NOTHING,
         clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         """``lookup`` finds the statuses of instances that existed before their create (without
         it they stay unknown); ``statuses`` is what the bridge already knows."""
         self._client = client
         self._lookup = lookup
         self._statuses = statuses
+        self._on_retry = on_retry
         self._budget = budget
         self._coalescer = coalescer
         self._gate = gate
@@ -140,6 +142,8 @@ class Executor:
                     return JobOutcome(
                         Outcome.FAILED, None, exc, tally.attempts, exc.http_status, tally.cf_ray
                     )
+                if self._on_retry is not None:
+                    self._on_retry(type(exc).__name__)
                 log.info(
                     "api_retry",
                     instance_id=job.instance_id,

@@ -38,6 +38,8 @@ from bridge.config import Settings
 from bridge.contract.decode import decode_command
 from bridge.errors import BridgeError, ContractError, InternalError, KafkaUnavailable
 from bridge.ops.health import HealthServer
+from bridge.ops.metrics import LIVE_GAUGES, Metrics
+from bridge.ops.tracing import Tracing
 from bridge.pipeline import kafka_io
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
@@ -71,10 +73,16 @@ class _Work:
 
 
 class Bridge:
-    """One replica of the bridge; ``await Bridge(settings).run(stop)`` until ``stop`` is set."""
+    """One replica of the bridge; ``await Bridge(settings).run(stop)`` until ``stop`` is set.
 
-    def __init__(self, settings: Settings) -> None:
+    ``tracer_provider``: an OpenTelemetry provider (tests); default: the global one.
+    """
+
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
         self.settings = settings
+        self.metrics = Metrics()
+        self.metrics.watch(self.live_values, LIVE_GAUGES)
+        self.tracing = Tracing(tracer_provider)
         cf = settings.cloudflare
         self.budget = RequestBudget(
             requests=cf.budget_requests,
@@ -90,9 +98,15 @@ class Bridge:
         async with contextlib.AsyncExitStack() as stack:
             if self.settings.health_port:  # first: a taken port stops the start before anything
                 await stack.enter_async_context(
-                    HealthServer(self.readiness, port=self.settings.health_port)
+                    HealthServer(
+                        self.readiness,
+                        port=self.settings.health_port,
+                        metrics=self.metrics.exposition,
+                    )
                 )
-            replica = await stack.enter_async_context(open_replica(self.settings, self.budget))
+            replica = await stack.enter_async_context(
+                open_replica(self.settings, self.budget, self.metrics, self.tracing)
+            )
             self._replica = replica
             self.ready.set()
             log.info(
@@ -114,11 +128,43 @@ class Bridge:
         ok, detail = replica.readiness()
         return ok and self.ready.is_set(), {"running": self.ready.is_set(), **detail}
 
+    def live_values(self) -> dict[str, float]:
+        """The gauges read at each ``/metrics`` scrape (see ``bridge.ops.metrics.LIVE_GAUGES``)."""
+        ready, _ = self.readiness()
+        replica = self._replica
+        if replica is None:
+            return {"ready": 0.0}
+        budget = self.budget.snapshot()
+        return {
+            "ready": float(ready),
+            "api_token_ok": float(replica.gate.is_open),
+            "partitions_assigned": float(len(replica.consumer.assignment())),
+            "commands_in_flight": float(replica.outbox.pending),
+            "budget_capacity_requests": float(budget["capacity"]),
+            "budget_share": float(budget["share"]),
+            "budget_used_requests": float(budget["used_in_window"]),
+            "budget_remaining_requests": float(budget["remaining"]),
+            "budget_blocked_seconds": float(budget["blocked_for"]),
+            "budget_blocked_seconds_total": float(budget["blocked_seconds_total"]),
+        }
+
 
 @contextlib.asynccontextmanager
-async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterator[Replica]:
+async def open_replica(
+    settings: Settings,
+    budget: RequestBudget,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
+) -> AsyncIterator[Replica]:
     """Every running part of one replica, started together and closed in reverse order."""
     cf, pipeline = settings.cloudflare, settings.pipeline
+    metrics = metrics if metrics is not None else Metrics()
+    tracing = tracing if tracing is not None else Tracing()
+
+    def exchanged(endpoint: str, status: int | None, seconds: float) -> None:
+        metrics.api_exchange(endpoint, status, seconds)
+        tracing.api_call(endpoint, status, seconds)
+
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(
             WorkflowsClient(
@@ -131,6 +177,7 @@ async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterat
                     max_keepalive_connections=cf.max_connections,
                 ),
                 on_response=budget.observe,
+                on_exchange=exchanged,
             )
         )
         linger = pipeline.batch_linger_ms / 1000
@@ -152,12 +199,24 @@ async def open_replica(settings: Settings, budget: RequestBudget) -> AsyncIterat
             settings,
             budget=budget,
             gate=gate,
-            executor=Executor(client, budget, coalescer, gate, pipeline, lookup=lookup),
+            executor=Executor(
+                client,
+                budget,
+                coalescer,
+                gate,
+                pipeline,
+                lookup=lookup,
+                on_retry=metrics.api_retry,
+            ),
             outbox=Outbox(settings, producer),
             consumer=kafka_io.make_consumer(settings),
+            metrics=metrics,
+            tracing=tracing,
         )
         await stack.enter_async_context(replica.runner)
         await _start_consumer(replica, stack)
+        # One request now: a broken token is not ready (and parks) before the first command.
+        await gate.verify()
         yield replica
 
 
@@ -211,8 +270,12 @@ class Replica:
         executor: Executor,
         outbox: Outbox,
         consumer: AIOKafkaConsumer,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.tracing = tracing if tracing is not None else Tracing()
         self.budget = budget
         self.gate = gate
         self.executor = executor
@@ -255,6 +318,7 @@ class Replica:
                     await self._accept(tp, message)
             if time.monotonic() >= next_commit:
                 await outbox.commit(consumer)
+                await self._observe_lag()
                 next_commit = time.monotonic() + commit_every
             if time.monotonic() >= next_report:
                 log.info("budget", pending=outbox.pending, **self.budget.snapshot())
@@ -272,16 +336,33 @@ class Replica:
             await outbox.commit(consumer)
         log.info("bridge_drained", pending=outbox.pending)
 
+    async def _observe_lag(self) -> None:
+        """Per assigned partition: records on the broker not yet fetched by this replica."""
+        consumer = self.consumer
+        lags: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except (KafkaError, AssertionError):  # not fetchable now (e.g. being revoked)
+                continue
+            lags[(tp.topic, tp.partition)] = max(0, highwater - position)
+        self.metrics.set_lag(lags)
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        partitions = len(self.consumer.assignment())
         detail: dict[str, Any] = {
             "api_token_ok": self.gate.is_open,
-            "partitions": len(self.consumer.assignment()),
+            "api_token_verified": self.gate.verified,
+            "partitions": partitions,
             "pending": self.outbox.pending,
             "budget": self.budget.snapshot(),
         }
         if self.gate.last_error is not None:
             detail["api_error"] = str(self.gate.last_error)
-        return self.gate.is_open, detail
+        return self.gate.is_open and self.gate.verified and partitions > 0, detail
 
     # -- intake ------------------------------------------------------------------------
 
@@ -293,6 +374,7 @@ class Replica:
             key=message.key,
             value=message.value,
             headers=tuple((k, v if v is not None else b"") for k, v in message.headers),
+            timestamp_ms=message.timestamp,
         )
         stage = "decode"
         try:
@@ -314,19 +396,23 @@ class Replica:
     ) -> None:
         command = self.outbox.accept(tp, origin, jobs=1)
         self._command_log.warning("command_rejected", **records[0].log)
-        await self.outbox.job_done(command, records)
+        with self.tracing.command(origin, None):
+            records = self.tracing.stamp(records)
+        await self._finish(command, records)
 
     async def _handle(self, work: _Work) -> None:
         job, command = work.job, work.command
         started = time.monotonic()
         stage = "execute"
-        try:
-            done = await self.executor.run(job)
-            stage = "answer"
-            records = records_for_job(job, done, command.origin)
-        except Exception as exc:  # a bug: answer the command, do not stall its partition
-            log.exception("command_crashed", stage=stage, instance_id=job.instance_id)
-            records = records_for_crash(command.origin, stage, exc, job)
+        with self.tracing.command(command.origin, job):
+            try:
+                done = await self.executor.run(job)
+                stage = "answer"
+                records = records_for_job(job, done, command.origin)
+            except Exception as exc:  # a bug: answer the command, do not stall its partition
+                log.exception("command_crashed", stage=stage, instance_id=job.instance_id)
+                records = records_for_crash(command.origin, stage, exc, job)
+            records = self.tracing.stamp(records)
         for record in records:
             if record.log:
                 self._command_log.info(
@@ -334,6 +420,15 @@ class Replica:
                     duration_ms=round((time.monotonic() - started) * 1000, 1),
                     **record.log,
                 )
+        await self._finish(command, records)
+
+    async def _finish(self, command: PendingCommand, records: list[OutRecord]) -> None:
+        """Count the command's answer, then hand its records to the outbox."""
+        self.metrics.answered(
+            ((r.log.get("action"), r.log.get("outcome", "unknown")) for r in records if r.log),
+            (dict(r.headers) for r in records if r.dead_letter),
+            command.origin.timestamp_ms,
+        )
         await self.outbox.job_done(command, records)
 
     def _crashed(self, work: _Work, error: Exception) -> None:

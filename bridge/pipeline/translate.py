@@ -62,6 +62,8 @@ class Origin:
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
+    #: The record's timestamp (ms since the epoch), for the command-age metric.
+    timestamp_ms: int | None = field(default=None, compare=False)
 
     @property
     def default_command_id(self) -> str:
