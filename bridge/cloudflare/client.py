@@ -78,15 +78,24 @@ ExchangeHook = Callable[[str, int | None, float], None]
 def endpoint_name(method: str, path: str) -> str:
     """A low-cardinality name for a request (no workflow or instance names): for metrics."""
     tail = path.rstrip("/").rsplit("/instances", 1)[-1]
-    if not tail:
-        return "list" if method == "GET" else "create"
-    if tail == "/batch":
-        return "create_batch"
-    if tail.endswith("/status"):
-        return "edit_status"
-    if "/events/" in tail:
+    fixed = {
+        ("GET", ""): "list",
+        ("POST", ""): "create",
+        ("POST", "/batch"): "create_batch",
+        ("POST", "/batch/delete"): "batch_delete",
+        ("POST", "/batch/terminate"): "batch_terminate",
+        ("PUT", "/terminate"): "terminate_all",
+        ("GET", "/terminate"): "terminate_all_status",
+    }
+    if (method, tail) in fixed:
+        return fixed[(method, tail)]
+    # /{id}[/...]: ids are single path segments (quoted), so the rest names the route.
+    parts = tail.split("/")[2:]
+    if not parts:
+        return {"GET": "get", "DELETE": "delete"}.get(method, method.lower())
+    if parts[0] == "events":
         return "send_event"
-    return "get" if method == "GET" else f"{method.lower()}_instance"
+    return {"status": "edit_status", "step": "get_step"}.get(parts[0], parts[0])
 
 
 def segment(value: str) -> str:

@@ -279,3 +279,25 @@ def test_date_filters_are_utc_with_a_z() -> None:
     assert _date(datetime(2026, 1, 2, 5, 4, 5, tzinfo=east)) == "2026-01-02T03:04:05.000Z"
     assert _date(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000Z"
     assert _date("2026-01-02") == "2026-01-02"
+
+
+def test_endpoint_names_carry_no_workflow_or_instance() -> None:
+    from bridge.cloudflare.client import endpoint_name
+
+    base = "/accounts/a/workflows/orders/instances"
+    cases = {
+        ("GET", ""): "list",
+        ("POST", ""): "create",
+        ("POST", "/batch"): "create_batch",
+        ("POST", "/batch/delete"): "batch_delete",
+        ("POST", "/batch/terminate"): "batch_terminate",
+        ("PUT", "/terminate"): "terminate_all",
+        ("GET", "/terminate"): "terminate_all_status",
+        ("GET", "/order-42"): "get",
+        ("DELETE", "/order-42"): "delete",
+        ("GET", "/order-42/step"): "get_step",
+        ("PATCH", "/order-42/status"): "edit_status",
+        ("POST", "/order-42/events/approval"): "send_event",
+    }
+    for (method, tail), name in cases.items():
+        assert endpoint_name(method, base + tail) == name, (method, tail)
