@@ -76,8 +76,16 @@ ExchangeHook = Callable[[str, int | None, float], None]
 
 
 def endpoint_name(method: str, path: str) -> str:
-    """A low-cardinality name for a request (no workflow or instance names): for metrics."""
-    tail = path.rstrip("/").rsplit("/instances", 1)[-1]
+    """A low-cardinality name for a request (no account, workflow, queue or instance names):
+    for metrics."""
+    path = path.rstrip("/")
+    if "/instances" not in path:  # account-level APIs beside Workflows
+        if path.endswith(("/pull", "/ack")):
+            return "queue_" + path.rsplit("/", 1)[-1]
+        if "/event_subscriptions/" in path:
+            return "list_subscriptions" if method == "GET" else "create_subscription"
+        return "other"
+    tail = path.rsplit("/instances", 1)[-1]
     fixed = {
         ("GET", ""): "list",
         ("POST", ""): "create",

@@ -301,3 +301,9 @@ def test_endpoint_names_carry_no_workflow_or_instance() -> None:
     }
     for (method, tail), name in cases.items():
         assert endpoint_name(method, base + tail) == name, (method, tail)
+    account = "/accounts/a"
+    assert endpoint_name("POST", f"{account}/queues/q-1/messages/pull") == "queue_pull"
+    assert endpoint_name("POST", f"{account}/queues/q-1/messages/ack") == "queue_ack"
+    subscriptions = f"{account}/event_subscriptions/subscriptions"
+    assert endpoint_name("GET", subscriptions) == "list_subscriptions"
+    assert endpoint_name("POST", subscriptions) == "create_subscription"
