@@ -294,3 +294,29 @@ async def test_an_undeployed_workflow_is_rejected_without_retrying(
             assert (result["error"]["http_status"], result["error"]["code"]) == (404, 10200)
         assert emulator.stats.requests.total() == len(commands)  # nothing retried
         assert emulator.stats.responses == {404: len(commands)}
+
+
+async def test_a_workflow_outside_the_allow_list_costs_no_request(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    async with Emulator() as emulator, OutputReader(kafka_broker.bootstrap_servers, topics) as out:
+        settings = bridge_settings(
+            kafka_broker, emulator, topics, group=unique_name("g"), workflows=["orders"]
+        )
+        async with running_bridge(settings):
+            await send_commands(
+                kafka_broker.bootstrap_servers,
+                topics.commands,
+                [
+                    {"action": "terminate", "workflow": "payroll", "instance_id": "p-1"},
+                    {"action": "create", "workflow": "orders", "instance_id": "o-1"},
+                ],
+            )
+            await out.until(results=2, dead_letters=1)
+        # The token check at start and the one create; nothing for the refused workflow.
+        assert emulator.stats.requests == {"list": 1, "batch": 1}
+    refused = next(r for r in out.results if r["workflow"] == "payroll")
+    assert refused["outcome"] == "rejected"
+    headers = dict(out.dead_letters[0].headers)
+    assert headers["workflows_bridge.errors.rule"] == b"workflow_not_allowed"
