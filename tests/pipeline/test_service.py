@@ -292,8 +292,11 @@ async def test_an_undeployed_workflow_is_rejected_without_retrying(
             assert result["outcome"] == "rejected", result
             assert result["attempts"] == 1, result
             assert (result["error"]["http_status"], result["error"]["code"]) == (404, 10200)
-        assert emulator.stats.requests.total() == len(commands)  # nothing retried
-        assert emulator.stats.responses == {404: len(commands)}
+        # Nothing retried: one request per command, plus the token check at start (which lists
+        # a workflow that does not exist either, and learns from the 404 that the token works).
+        assert emulator.stats.requests.total() == len(commands) + 1
+        assert emulator.stats.requests["list"] == 1
+        assert emulator.stats.responses == {404: len(commands) + 1}
 
 
 async def test_a_workflow_outside_the_allow_list_costs_no_request(
