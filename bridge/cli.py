@@ -34,6 +34,11 @@ TOOLS: dict[str, tuple[str, str, str]] = {
     ),
     "topics": ("bridge.tools.topics", "tools", "create the production topics"),
     "dlq": ("bridge.tools.dlq", "tools", "replay dead letters with their original command ids"),
+    "conformance": (
+        "bridge.tools.conformance.cli",
+        "tools",
+        "check the API emulator's assumptions against an API (production included)",
+    ),
     "dev": (
         "bridge.local.dev",
         "local",

@@ -249,6 +249,31 @@ class ToolSettings(BaseSettings):
         return (init_settings,)
 
 
+class ApiToolSettings(BaseSettings):
+    """What the API tools (``conformance``) need: the ``cloudflare`` section, read exactly as
+    ``run`` reads it; other sections are ignored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        nested_model_default_partial_update=True,
+    )
+
+    cloudflare: CloudflareSettings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 AnySettings = TypeVar("AnySettings", bound=BaseSettings)
 
 
@@ -357,6 +382,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 def load_tool_settings(config_file: Path | None = None, **overrides: Any) -> ToolSettings:
     """The broker and topics, read exactly as :func:`load_settings` reads them."""
     return _load(ToolSettings, config_file, overrides)
+
+
+def load_api_tool_settings(config_file: Path | None = None, **overrides: Any) -> ApiToolSettings:
+    """The Cloudflare account, token and base URL, read exactly as :func:`load_settings` does."""
+    return _load(ApiToolSettings, config_file, overrides)
 
 
 def _load(

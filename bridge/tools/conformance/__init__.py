@@ -1,0 +1,1 @@
+"""``workflows-bridge conformance``: the emulator's assumptions, checked against a real API."""
