@@ -15,14 +15,24 @@ Two ways in, on purpose:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar, cast
+from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -148,9 +158,21 @@ class TopicSettings(_Section):
         return value
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class CloudflareSettings(_Section):
     account_id: str = Field(min_length=1)
     api_token: SecretStr
+    #: Allow a plain ``http://`` base URL to a host other than loopback (the token then travels
+    #: unencrypted). Declared before ``base_url``, whose check reads it.
+    allow_insecure_http: bool = False
     base_url: str = DEFAULT_BASE_URL
     #: The workflows commands may address; empty: any. A command for another workflow is
     #: ``rejected`` (rule ``workflow_not_allowed``) before any request is spent.
@@ -170,6 +192,23 @@ class CloudflareSettings(_Section):
     def _commas(cls, value: Any) -> Any:
         return _split_commas(value)
 
+    @field_validator("base_url")
+    @classmethod
+    def _transport_is_safe(cls, value: str, info: ValidationInfo) -> str:
+        """TLS for the API, always verified; plain HTTP only to this machine or when allowed."""
+        parts = urlsplit(value)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError(f"{value!r} is not an http(s):// URL with a host")
+        insecure_allowed = bool(info.data.get("allow_insecure_http", False))
+        if parts.scheme == "http" and not _loopback(host) and not insecure_allowed:
+            raise ValueError(
+                f"{value!r} is plain http:// to {host}, which would send the API token "
+                "unencrypted; use https:// (certificates are always verified), or set "
+                "BRIDGE_CLOUDFLARE__ALLOW_INSECURE_HTTP=true to accept it"
+            )
+        return value
+
 
 class PipelineSettings(_Section):
     #: Instances (keys) worked on at once; commands for one instance always run in order.
@@ -187,6 +226,10 @@ class PipelineSettings(_Section):
     commit_interval_seconds: float = Field(default=1.0, gt=0)
     #: Probe interval while the API token is refused (401/403).
     auth_probe_seconds: float = Field(default=30.0, gt=0)
+    #: Most output/dead-letter records read back when taking partitions (0 turns it off).
+    readback_max_records: int = Field(default=200_000, ge=0)
+    #: Longest time one read-back may take; what it did not reach is carried out again.
+    readback_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):

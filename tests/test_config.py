@@ -261,3 +261,47 @@ def test_every_secret_variable_has_a_file_variant() -> None:
         assert secret + "_FILE" in names
     assert "BRIDGE_KAFKA__SSL_KEY_PASSWORD_FILE" in names
     assert "BRIDGE_SECRETS_DIR" in names
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.cloudflare.com/client/v4",
+        "http://127.0.0.1:8788/client/v4",
+        "http://127.9.9.9/client/v4",
+        "http://[::1]:8788/client/v4",
+        "http://localhost:8788/client/v4",
+    ],
+)
+def test_https_and_loopback_http_base_urls_are_accepted(url: str) -> None:
+    settings = CloudflareSettings(account_id="a", api_token="t", base_url=url)
+    assert settings.base_url == url
+
+
+def test_plain_http_elsewhere_is_refused_unless_allowed(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.setenv("BRIDGE_CLOUDFLARE__BASE_URL", "http://api.example.com/client/v4")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "BRIDGE_CLOUDFLARE__BASE_URL" in message
+    assert "BRIDGE_CLOUDFLARE__ALLOW_INSECURE_HTTP=true" in message
+    env.setenv("BRIDGE_CLOUDFLARE__BASE_URL", "ftp://api.example.com/")
+    with pytest.raises(ConfigError, match="BRIDGE_CLOUDFLARE__BASE_URL"):
+        load_settings()
+    env.setenv("BRIDGE_CLOUDFLARE__BASE_URL", "http://api.example.com/client/v4")
+    env.setenv("BRIDGE_CLOUDFLARE__ALLOW_INSECURE_HTTP", "true")
+    assert load_settings().cloudflare.base_url == "http://api.example.com/client/v4"
+
+
+def test_run_with_an_insecure_base_url_exits_2(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    env.setenv("BRIDGE_CLOUDFLARE__BASE_URL", "http://10.0.0.7/client/v4")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "BRIDGE_CLOUDFLARE__BASE_URL" in err
+    assert "unencrypted" in err

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import pytest_asyncio
+import trustme
+from aiohttp import web
 
 from bridge.cloudflare.bodies import create_body
 from bridge.cloudflare.client import WorkflowsClient
@@ -307,3 +310,32 @@ def test_endpoint_names_carry_no_workflow_or_instance() -> None:
     subscriptions = f"{account}/event_subscriptions/subscriptions"
     assert endpoint_name("GET", subscriptions) == "list_subscriptions"
     assert endpoint_name("POST", subscriptions) == "create_subscription"
+
+
+async def test_tls_certificates_are_verified() -> None:
+    """A server whose certificate no trusted authority signed is refused, not talked to."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "errors": [], "messages": [], "result": []})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        base_url = f"https://127.0.0.1:{port}/client/v4"
+        trusting = ssl.create_default_context()
+        authority.configure_trust(trusting)
+        async with httpx.AsyncClient(verify=trusting) as direct:  # the server itself works
+            assert (await direct.get(base_url + "/x")).status_code == 200
+        async with WorkflowsClient(account_id="a", api_token="t", base_url=base_url) as client:
+            with pytest.raises(TransportError, match=r"(?i)certificate"):
+                await client.list_page("wf")
+    finally:
+        await runner.cleanup()
