@@ -26,6 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import AbstractTokenProvider
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings, Settings
@@ -249,6 +250,27 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         max_poll_interval_ms=kafka.max_poll_interval_ms,
         **client_options(kafka),
     )
+
+
+def make_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside the group, for reading back what was already written."""
+    kafka = settings.kafka
+    return AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        auto_offset_reset="earliest",
+        # Transactional results count once their transaction committed: an aborted one's
+        # results were never seen, so their commands must be answered again.
+        isolation_level="read_committed" if kafka.transactional_id else "read_uncommitted",
+        **{**client_options(kafka), "client_id": f"{kafka.client_id}-readback"},
+    )
+
+
+def make_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """An admin client: committed offsets with their metadata, topic descriptions."""
+    kafka = settings.kafka
+    return AIOKafkaAdminClient(**{**client_options(kafka), "client_id": f"{kafka.client_id}-admin"})
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

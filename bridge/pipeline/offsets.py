@@ -19,22 +19,35 @@ class PartitionOffsets:
     """Consumed offsets of one partition and which of them are finished."""
 
     _consumed: deque[int] = field(default_factory=deque)
+    #: When each consumed offset was taken in (wall-clock seconds), in step with ``_consumed``.
+    _taken_at: deque[float] = field(default_factory=deque)
     _finished: set[int] = field(default_factory=set)
     #: The next offset to commit (one past the finished prefix), once anything finished.
     _frontier: int | None = None
     _committed: int | None = None
 
-    def add(self, offset: int) -> None:
+    def add(self, offset: int, at: float = 0.0) -> None:
         if self._consumed and offset <= self._consumed[-1]:
             raise ValueError(f"offset {offset} consumed after {self._consumed[-1]}")
         self._consumed.append(offset)
+        self._taken_at.append(at)
 
     def finish(self, offset: int) -> None:
         self._finished.add(offset)
         while self._consumed and self._consumed[0] in self._finished:
             head = self._consumed.popleft()
+            self._taken_at.popleft()
             self._finished.discard(head)
             self._frontier = head + 1
+
+    @property
+    def oldest_unfinished_at(self) -> float | None:
+        """When the first unfinished command was consumed; None when all are finished.
+
+        Everything written for this partition's commands past the frontier was written after
+        this moment: offsets are consumed in order.
+        """
+        return self._taken_at[0] if self._taken_at else None
 
     @property
     def pending(self) -> int:
@@ -57,8 +70,8 @@ class OffsetTracker(Generic[P]):
     def __init__(self) -> None:
         self._partitions: dict[P, PartitionOffsets] = {}
 
-    def add(self, partition: P, offset: int) -> None:
-        self._partitions.setdefault(partition, PartitionOffsets()).add(offset)
+    def add(self, partition: P, offset: int, at: float = 0.0) -> None:
+        self._partitions.setdefault(partition, PartitionOffsets()).add(offset, at)
 
     def finish(self, partition: P, offset: int) -> None:
         offsets = self._partitions.get(partition)
@@ -80,6 +93,10 @@ class OffsetTracker(Generic[P]):
         for partition, offset in offsets.items():
             if partition in self._partitions:
                 self._partitions[partition].committed(offset)
+
+    def oldest_unfinished_at(self, partition: P) -> float | None:
+        offsets = self._partitions.get(partition)
+        return None if offsets is None else offsets.oldest_unfinished_at
 
     def pending(self, partition: P | None = None) -> int:
         if partition is not None:

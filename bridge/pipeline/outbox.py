@@ -9,9 +9,13 @@ job the command is settled exactly once:
 * abandoned — its partition was revoked; the next owner redoes it;
 * failed — the broker would not take a record: the bridge stops so the command is redelivered.
 
-Commits move only over each partition's finished prefix (at-least-once). With a transactional
-id the records are held instead and written, with the offsets of the finished prefix, in one
-Kafka transaction.
+Commits move only over each partition's finished prefix (at-least-once); each commit's metadata
+says since when anything past it may have been written (see :mod:`bridge.pipeline.readback`).
+
+With a transactional id, records go into an open transaction as soon as their command ends, and
+each commit writes the finished prefix's offsets into it and commits it: results become visible
+within a commit interval, and a command whose result is visible but whose offset is not yet
+committed is found by the next owner's read-back instead of being carried out again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from bridge.config import Settings
 from bridge.errors import BridgeError, KafkaUnavailable
 from bridge.pipeline import kafka_io
 from bridge.pipeline.offsets import OffsetTracker
+from bridge.pipeline.readback import commit_metadata
 from bridge.pipeline.translate import Origin, OutRecord
 
 log = structlog.get_logger(__name__)
@@ -45,7 +50,6 @@ class PendingCommand:
     tp: TopicPartition
     #: Jobs not ended yet; the command settles when this reaches 0.
     remaining: int
-    records: list[OutRecord] = field(default_factory=list)
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
     abandoned: bool = False
 
@@ -60,8 +64,13 @@ class Outbox:
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._open: dict[TopicPartition, int] = defaultdict(int)
         self._settle_changed = asyncio.Event()
-        self._held: dict[TopicPartition, dict[int, list[OutRecord]]] = defaultdict(dict)
         self._commit_lock = asyncio.Lock()
+        self._in_transaction = False
+        #: A transaction failed: the producer is unusable and the bridge is stopping.
+        self._broken = False
+        #: Per partition, from a read-back: commits up to the offset keep saying "since" no
+        #: later than the time (answers written by an earlier owner are older than our intake).
+        self._floors: dict[TopicPartition, tuple[float, int]] = {}
         #: Set when a record could not be written; the bridge stops on it.
         self.fatal: BridgeError | None = None
 
@@ -74,17 +83,21 @@ class Outbox:
         """Own the command consumed at ``origin``, which ends after ``jobs`` jobs (at least 1)."""
         if jobs < 1:
             raise ValueError("a command ends with at least one job")
-        self._tracker.add(tp, origin.offset)
+        self._tracker.add(tp, origin.offset, time.time())
         self._open[tp] += 1
         return PendingCommand(origin, tp, remaining=jobs)
 
     async def job_done(self, command: PendingCommand, records: list[OutRecord]) -> None:
-        """One job of ``command`` ended with ``records``: send them (or hold them)."""
-        if self._transactional or command.abandoned:
-            command.records.extend(records)
-        else:
+        """One job of ``command`` ended with ``records``: send them (into the open transaction,
+        with a transactional id); the offset finishes once the broker has them all."""
+        if not command.abandoned and records:
             try:
-                command.acks.extend(await self._send_all(records))
+                if self._transactional:
+                    async with self._commit_lock:
+                        await self._begin()
+                        command.acks.extend(await self._send_all(records))
+                else:
+                    command.acks.extend(await self._send_all(records))
             except BridgeError as exc:
                 # Never finish this offset: the bridge stops and the command is redelivered.
                 command.abandoned = True
@@ -128,27 +141,29 @@ class Outbox:
         self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None
     ) -> None:
         """Commit each partition's finished prefix (of ``partitions``, or all)."""
-        offsets = self._tracker.to_commit(partitions)
-        if not offsets:
-            return
         async with self._commit_lock:
+            offsets = self._tracker.to_commit(partitions)
             if self._transactional:
-                await self._commit_transaction(offsets)
-            else:
+                if offsets or self._in_transaction:
+                    await self._commit_transaction(self._marked(offsets))
+            elif offsets:
                 try:
-                    await consumer.commit(
-                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                    )
+                    await consumer.commit(self._marked(offsets))
                 except KafkaError as exc:
                     log.warning("commit_failed", error=str(exc))
                     return
             self._tracker.committed(offsets)
 
+    def keep_floor(self, tp: TopicPartition, since: float, through: int) -> None:
+        """A read-back found answers up to offset ``through`` among those written since
+        ``since``: commits before passing it must not claim a later time."""
+        self._floors[tp] = (since, through)
+
     def forget(self, tp: TopicPartition) -> None:
         """A revoked partition: its unfinished commands belong to the next owner."""
         self._tracker.forget(tp)
         self._open.pop(tp, None)
-        self._held.pop(tp, None)
+        self._floors.pop(tp, None)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -157,11 +172,6 @@ class Outbox:
         if command.remaining > 0:
             return
         if command.abandoned:
-            self._settle(command.tp)
-        elif self._transactional:
-            # Written, with the offsets, by the next transaction over the finished prefix.
-            self._held[command.tp][command.origin.offset] = command.records
-            self._tracker.finish(command.tp, command.origin.offset)
             self._settle(command.tp)
         else:
             self._finish_on_acks(command)
@@ -206,19 +216,45 @@ class Outbox:
         self._open[tp] -= 1
         self._settle_changed.set()
 
-    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
-        records: list[OutRecord] = []
-        for tp, frontier in offsets.items():
-            held = self._held[tp]
-            for offset in sorted(o for o in held if o < frontier):
-                records.extend(held.pop(offset))
+    def _marked(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """Offsets with metadata: since when anything for the commands past them was written."""
+        now = time.time()
+        marked = {}
+        for tp, offset in offsets.items():
+            since = self._tracker.oldest_unfinished_at(tp)
+            since = now if since is None else since
+            floor = self._floors.get(tp)
+            if floor is not None:
+                if offset <= floor[1]:
+                    since = min(since, floor[0])
+                else:
+                    del self._floors[tp]
+            marked[tp] = OffsetAndMetadata(offset, commit_metadata(since))
+        return marked
+
+    async def _begin(self) -> None:
+        """Open a transaction for records to go into, unless one is open (lock held)."""
+        if self._in_transaction:
+            return
+        if self._broken:
+            raise KafkaUnavailable("an earlier transaction failed; nothing more can be written")
         try:
-            async with self._producer.transaction():
-                futures = await self._send_all(records)
-                await self._producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()},
-                    self._settings.kafka.group_id,
-                )
-            await kafka_io.acknowledged(futures)
+            await self._producer.begin_transaction()
         except KafkaError as exc:
+            raise KafkaUnavailable(f"cannot begin a transaction: {exc}") from exc
+        self._in_transaction = True
+
+    async def _commit_transaction(self, offsets: dict[TopicPartition, Any]) -> None:
+        """Commit the open transaction (records already in it) with ``offsets`` (lock held)."""
+        try:
+            await self._begin()
+            if offsets:
+                await self._producer.send_offsets_to_transaction(
+                    offsets, self._settings.kafka.group_id
+                )
+            await self._producer.commit_transaction()
+        except KafkaError as exc:
+            self._broken = True
             raise KafkaUnavailable(f"transaction failed: {exc}") from exc
+        finally:
+            self._in_transaction = False

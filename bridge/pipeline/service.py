@@ -48,6 +48,7 @@ from bridge.pipeline.executor import Executor
 from bridge.pipeline.keyed import KeyedRunner
 from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.outbox import Outbox, PendingCommand
+from bridge.pipeline.readback import Ledger, ReadBack
 from bridge.pipeline.translate import (
     Job,
     Origin,
@@ -195,6 +196,7 @@ async def open_replica(
         gate = AuthGate(probe, interval=pipeline.auth_probe_seconds)
         stack.push_async_callback(gate.aclose)
         producer = await _started_producer(settings, stack)
+        readback = await stack.enter_async_context(ReadBack(settings))
         replica = Replica(
             settings,
             budget=budget,
@@ -210,6 +212,7 @@ async def open_replica(
             ),
             outbox=Outbox(settings, producer),
             consumer=kafka_io.make_consumer(settings),
+            readback=readback,
             metrics=metrics,
             tracing=tracing,
         )
@@ -255,7 +258,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._replica.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._replica.on_assigned(set(assigned))
+        await self._replica.on_assigned(set(assigned))
 
 
 class Replica:
@@ -270,6 +273,7 @@ class Replica:
         executor: Executor,
         outbox: Outbox,
         consumer: AIOKafkaConsumer,
+        readback: ReadBack,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
     ) -> None:
@@ -281,6 +285,9 @@ class Replica:
         self.executor = executor
         self.outbox = outbox
         self.consumer = consumer
+        self.readback = readback
+        #: Answers an earlier owner already wrote for commands not yet committed.
+        self.ledger = Ledger()
         self.runner: KeyedRunner[tuple[str, str], _Work] = KeyedRunner(
             self._handle, workers=settings.pipeline.max_concurrency, on_crash=self._crashed
         )
@@ -376,17 +383,26 @@ class Replica:
             headers=tuple((k, v if v is not None else b"") for k, v in message.headers),
             timestamp_ms=message.timestamp,
         )
+        answers = self.ledger.take(tp, message.offset) if self.ledger.answers else None
         stage = "decode"
         try:
             command = decode_command(message.value)
             stage = "plan"
             jobs = plan(command, origin, self._allowed_workflows)
         except ContractError as exc:
+            if answers is not None and answers.complete_for_invalid():
+                await self._answered_before(tp, origin)
+                return
             await self._answer_now(tp, origin, records_for_invalid(origin, exc))
             return
         except Exception as exc:  # noqa: BLE001 - a bug: answer it, do not stall the partition
             await self._answer_now(tp, origin, records_for_crash(origin, stage, exc))
             return
+        if answers is not None:
+            jobs = answers.unanswered(jobs)
+            if not jobs:
+                await self._answered_before(tp, origin)
+                return
         held = self.outbox.accept(tp, origin, jobs=len(jobs))
         for job in jobs:
             self.runner.submit(job.key, _Work(job, held))
@@ -399,6 +415,17 @@ class Replica:
         with self.tracing.command(origin, None):
             records = self.tracing.stamp(records)
         await self._finish(command, records)
+
+    async def _answered_before(self, tp: TopicPartition, origin: Origin) -> None:
+        """An earlier owner answered this command: move past it without carrying it out."""
+        command = self.outbox.accept(tp, origin, jobs=1)
+        self._command_log.info(
+            "command_answered_before",
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+        )
+        await self.outbox.job_done(command, [])
 
     async def _handle(self, work: _Work) -> None:
         job, command = work.job, work.command
@@ -473,6 +500,7 @@ class Replica:
             await outbox.commit(self.consumer, revoked)
         for tp in revoked:
             outbox.forget(tp)
+            self.ledger.forget(tp)
         log.info(
             "partitions_revoked",
             partitions=sorted(str(tp) for tp in revoked),
@@ -480,7 +508,29 @@ class Replica:
             drained=settled,
         )
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read back what is already answered, then take this replica's share of the budget.
+
+        The new partitions stay paused while the read-back runs; it never raises (aiokafka
+        would swallow the error and leave them paused): a failed read-back is logged and the
+        commands are carried out as if it had found nothing.
+        """
+        consumer = self.consumer
+        if assigned:
+            consumer.pause(*assigned)
+            try:
+                scan = await self.readback.scan(assigned)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                log.warning("readback_failed", error=str(exc), error_type=type(exc).__name__)
+            else:
+                self.ledger.merge(scan.ledger)
+                for tp, (since, through) in scan.floors.items():
+                    self.outbox.keep_floor(tp, since, through)
+            if not self._paused:
+                consumer.resume(*assigned)
+        self._share(assigned)
+
+    def _share(self, assigned: set[TopicPartition]) -> None:
         """Take this replica's share of the token's budget: its part of all partitions."""
         consumer = self.consumer
         total = 0

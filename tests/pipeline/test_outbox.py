@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from bridge.config import CloudflareSettings, KafkaSettings, Settings
 from bridge.errors import KafkaUnavailable
 from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.readback import metadata_time
 from bridge.pipeline.translate import Origin, OutRecord
 
 TP = TopicPartition("cmd", 0)
@@ -105,3 +108,48 @@ async def test_a_stopping_bridge_does_not_wait_for_unsettled_commands() -> None:
     outbox.accept(TP, _origin(0), jobs=1)
     outbox.stop_for(KafkaUnavailable("broker gone"))
     assert await outbox.wait_settled(None, 0.0)
+
+
+class FakeConsumer:
+    """Stands in for AIOKafkaConsumer.commit: records what was committed."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, Any]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append(offsets)
+
+
+async def test_commits_say_since_when_anything_past_them_was_written() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer()
+    outbox = Outbox(_settings(), producer)
+    before = time.time()
+    first = outbox.accept(TP, _origin(0), jobs=1)
+    second = outbox.accept(TP, _origin(1), jobs=1)  # still running when the commit comes
+    taken = time.time()
+    await outbox.job_done(first, [RECORD])
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    await outbox.commit(consumer)
+    [mark] = consumer.commits[-1].values()
+    assert mark.offset == 1
+    since = metadata_time(mark.metadata)
+    assert since is not None
+    assert before - 0.01 <= since <= taken + 0.01  # when offset 1 was taken in, not now
+    # A read-back found answers up to offset 5, written since long ago: commits up to offset 5
+    # keep that time; past it, the commits go back to their own.
+    outbox.keep_floor(TP, before - 100, 5)
+    producer.futures.clear()
+    await outbox.job_done(second, [RECORD])
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    await outbox.commit(consumer)
+    [mark] = consumer.commits[-1].values()
+    assert mark.offset == 2
+    assert metadata_time(mark.metadata) == pytest.approx(before - 100, abs=0.01)
+    for offset in range(2, 7):
+        await outbox.job_done(outbox.accept(TP, _origin(offset), jobs=1), [])
+    await outbox.commit(consumer)
+    [mark] = consumer.commits[-1].values()
+    assert mark.offset == 7
+    assert metadata_time(mark.metadata) >= taken  # type: ignore[operator]

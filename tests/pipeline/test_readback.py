@@ -1,0 +1,199 @@
+"""Answers already written are read back on assignment, so a crash does not repeat API calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from bridge.contract.deadletter import HEADER_PREFIX
+from bridge.local.emulator import Emulator, EmulatorConfig, Faults, WorkflowBehaviour
+from bridge.local.emulator.config import WaitForEventStep
+from bridge.pipeline.readback import Answers, Ledger, commit_metadata, metadata_time
+from bridge.pipeline.translate import EventOp, Job, StatusOp
+from tests.support.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
+from tests.support.kafka_harness import KafkaBroker
+from tests.support.process_harness import BridgeProcess
+
+Namer = Callable[[str], str]
+TP = TopicPartition("cmd", 2)
+
+
+def _result(offset: int, instance_id: str | None, outcome: str = "ok", **extra: Any) -> bytes:
+    record = {
+        "kind": "result",
+        "instance_id": instance_id,
+        "outcome": outcome,
+        "source": {"topic": "cmd", "partition": 2, "offset": offset},
+        **extra,
+    }
+    return json.dumps(record).encode()
+
+
+def _job(instance_id: str, item: int | None = None) -> Job:
+    return Job("c", "send_event", "wf", instance_id, EventOp("go", {}), item)
+
+
+def test_commit_metadata_round_trips_and_ignores_foreign_metadata() -> None:
+    assert metadata_time(commit_metadata(1_700_000_000.25)) == 1_700_000_000.25
+    assert metadata_time("") is None
+    assert metadata_time(None) is None
+    assert metadata_time("someone else's") is None
+
+
+def test_ledger_keeps_only_answers_past_the_committed_offset_of_its_partitions() -> None:
+    ledger = Ledger()
+    backlog = {TP: 10}
+    ledger.note_result(_result(9, "a"), backlog)  # committed already
+    ledger.note_result(_result(10, "b"), backlog)
+    ledger.note_result(_result(11, "c", "rejected"), backlog)
+    ledger.note_result(b"\xff not json", backlog)
+    ledger.note_result(json.dumps({"kind": "state", "instance_id": "x"}).encode(), backlog)
+    other = _result(12, "d").replace(b'"partition": 2', b'"partition": 0')
+    ledger.note_result(other, backlog)
+    headers = [("topic", b"cmd"), ("partition", b"2"), ("offset", b"11")]
+    ledger.note_dead_letter([(HEADER_PREFIX + k, v) for k, v in headers] + [("u", b"x")], backlog)
+    ledger.note_dead_letter([(HEADER_PREFIX + "topic", b"cmd")], backlog)  # incomplete: ignored
+    assert ledger.count() == 2
+    assert ledger.take(TP, 9) is None
+    answered = ledger.take(TP, 11)
+    assert answered == Answers({"c": "rejected"}, {None})
+    assert ledger.take(TP, 11) is None  # taken once
+
+
+def test_only_jobs_fully_answered_are_passed_over() -> None:
+    answers = Answers({"a": "ok", "b": "failed", "c": "rejected"}, {"instances[2]"})
+    jobs = [_job("a", 0), _job("b", 1), _job("c", 2), _job("d", 3)]
+    # b failed but its dead letter is missing: carried out again; d has no result at all
+    assert [job.instance_id for job in answers.unanswered(jobs)] == ["b", "d"]
+    single = Job("c", "pause", "wf", "e", StatusOp("pause"))
+    assert answers.unanswered([single]) == [single]
+    assert Answers({"e": "rejected"}, {None}).unanswered([single]) == []
+    assert not Answers({None: "rejected"}).complete_for_invalid()
+    assert Answers({None: "rejected"}, {"action"}).complete_for_invalid()
+
+
+def _waiting(event_type: str) -> WorkflowBehaviour:
+    return WorkflowBehaviour(steps=(WaitForEventStep(name="w", event_type=event_type),))
+
+
+@pytest.mark.slow
+async def test_events_answered_before_a_crash_are_not_sent_again(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
+) -> None:
+    """The first replica answers everything but never commits, then dies: the second one
+    finds every answer and sends no event twice."""
+    topics = await make_topics(new_topic, 3)
+    events = 60
+    commands: list[dict[str, Any] | bytes] = [
+        {
+            "action": "send_event",
+            "workflow": "wf",
+            "instance_id": f"i-{n % 20}",
+            "event_type": "go",
+            "payload": {"n": n},
+        }
+        for n in range(events)
+    ]
+    commands.append(b"not json")
+    group = unique_name("g")
+    never = {"BRIDGE_PIPELINE__COMMIT_INTERVAL_SECONDS": "3600"}
+    async with (
+        Emulator(EmulatorConfig(default_behaviour=_waiting("never"))) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        for n in range(20):
+            emulator.add_instance("wf", f"i-{n}")
+        async with BridgeProcess(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            log_path=tmp_path / "a.log",
+            extra_env=never,
+        ) as first:
+            await first.wait_running()
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=events + 1, dead_letters=1, within=60)
+            await first.kill()
+        assert emulator.stats.events["wf"] == events
+        async with BridgeProcess(
+            kafka_broker, emulator, topics, group=group, log_path=tmp_path / "b.log"
+        ) as second:
+            await second.wait_running()
+            log = second.log_path
+            async with asyncio.timeout(60):
+                while log.read_text().count('"command_answered_before"') < events + 1:
+                    await asyncio.sleep(0.1)
+            assert await second.terminate() == 0
+        assert emulator.stats.events["wf"] == events  # not one event sent twice
+        assert max(reader.answered().values()) == 1  # nor answered twice
+        sent = Counter(payload["n"] for i in emulator.instances("wf") for _, payload in i.events)
+        assert sent == Counter(range(events))
+
+
+@pytest.mark.full_kafka
+@pytest.mark.slow
+async def test_transactional_results_visible_past_a_stuck_command_are_not_redone(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, tmp_path: Path
+) -> None:
+    """One partition; its first command hangs, so no offset can be committed; the events after
+    it are answered and their results committed in transactions. After a SIGKILL the next
+    replica carries out only the stuck command."""
+    topics = await make_topics(new_topic, 1)
+    events = 30
+    commands: list[dict[str, Any] | bytes] = [
+        {"action": "pause", "workflow": "wf", "instance_id": "stuck"},
+        *(
+            {"action": "send_event", "workflow": "wf", "instance_id": f"i-{n}", "event_type": "go"}
+            for n in range(events)
+        ),
+    ]
+    group = unique_name("g")
+    config = EmulatorConfig(
+        default_behaviour=_waiting("never"),
+        faults=Faults(timeout_ratio=1.0, timeout_seconds=3600, routes=frozenset({"status"})),
+    )
+    env = {"BRIDGE_KAFKA__TRANSACTIONAL_ID": unique_name("tx")}
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(
+            kafka_broker.bootstrap_servers, topics, isolation_level="read_committed"
+        ) as reader,
+    ):
+        for name in ["stuck", *(f"i-{n}" for n in range(events))]:
+            emulator.add_instance("wf", name)
+        async with BridgeProcess(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            log_path=tmp_path / "a.log",
+            extra_env=env,
+        ) as first:
+            await first.wait_running()
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
+            await reader.until(results=events, within=60)
+            await first.kill()
+        assert emulator.stats.events["wf"] == events
+        emulator.config.faults = Faults()
+        async with BridgeProcess(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            log_path=tmp_path / "b.log",
+            extra_env=env,
+        ) as second:
+            await second.wait_running()
+            await reader.until(results=events + 1, within=60)
+            assert await second.terminate() == 0
+        assert emulator.stats.events["wf"] == events
+        assert sorted(reader.answered().values()) == [1] * (events + 1)
+        assert emulator.instance("wf", "stuck").status == "paused"  # type: ignore[union-attr]
