@@ -203,7 +203,8 @@ class CloudflareSettings(_Section):
         insecure_allowed = bool(info.data.get("allow_insecure_http", False))
         if parts.scheme == "http" and not _loopback(host) and not insecure_allowed:
             raise ValueError(
-                f"{value!r} is plain http:// to {host}, which would send the API token "
+                f"BRIDGE_CLOUDFLARE__BASE_URL: {value!r} is plain http:// to {host}, which "
+                "would send the API token "
                 "unencrypted; use https:// (certificates are always verified), or set "
                 "BRIDGE_CLOUDFLARE__ALLOW_INSECURE_HTTP=true to accept it"
             )
