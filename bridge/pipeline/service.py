@@ -36,7 +36,13 @@ from aiokafka.errors import KafkaError
 from bridge.cloudflare.client import WorkflowsClient
 from bridge.config import Settings
 from bridge.contract.decode import decode_command
-from bridge.errors import BridgeError, ContractError, InternalError, KafkaUnavailable
+from bridge.errors import (
+    BridgeError,
+    ContractError,
+    InternalError,
+    KafkaRefused,
+    KafkaUnavailable,
+)
 from bridge.ops.health import HealthServer
 from bridge.ops.metrics import LIVE_GAUGES, Metrics
 from bridge.ops.tracing import Tracing
@@ -63,6 +69,8 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between log lines with the budget's state (remaining, waiting, time blocked).
 _REPORT_EVERY = 30.0
+#: Longest pause between attempts to reach the broker at start-up.
+_START_RETRY_MAX_SECONDS = 30.0
 #: The workflow the auth probe lists (one instance): any name answers when the token works.
 _PROBE_WORKFLOW = "workflows-bridge-auth-probe"
 
@@ -105,9 +113,9 @@ class Bridge:
                         metrics=self.metrics.exposition,
                     )
                 )
-            replica = await stack.enter_async_context(
-                open_replica(self.settings, self.budget, self.metrics, self.tracing)
-            )
+            replica = await self._open_when_reachable(stack, stop)
+            if replica is None:
+                return  # stopped while the broker was still out of reach
             self._replica = replica
             self.ready.set()
             log.info(
@@ -120,6 +128,28 @@ class Bridge:
             finally:
                 self.ready.clear()
                 self._replica = None
+
+    async def _open_when_reachable(
+        self, stack: contextlib.AsyncExitStack, stop: asyncio.Event
+    ) -> Replica | None:
+        """Open the replica, waiting (with backoff) while the broker cannot be reached: a
+        replica restarted during a broker outage starts once the broker is back instead of
+        exiting into its orchestrator's back-off. Refused credentials or TLS stop the start."""
+        delay = 1.0
+        while True:
+            try:
+                return await stack.enter_async_context(
+                    open_replica(self.settings, self.budget, self.metrics, self.tracing)
+                )
+            except KafkaRefused:
+                raise
+            except KafkaUnavailable as exc:
+                log.warning("kafka_unavailable", error=str(exc), retry_in_seconds=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return None
+            delay = min(delay * 2, _START_RETRY_MAX_SECONDS)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this replica can do its work now, and why not."""

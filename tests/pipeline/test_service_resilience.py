@@ -11,20 +11,24 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import structlog
 
 from bridge.config import PipelineSettings
+from bridge.local import EmbeddedTansu, ensure_topics
 from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
 from bridge.local.emulator.config import Faults, RequestBudget, WaitForEventStep
 from bridge.local.tansu import free_port
+from bridge.pipeline.service import Bridge
 from tests.support.bridge_harness import (
     NewTopic,
     OutputReader,
+    Topics,
     bridge_settings,
     make_topics,
     running_bridge,
     send_commands,
 )
-from tests.support.kafka_harness import KafkaBroker
+from tests.support.kafka_harness import Flavour, KafkaBroker
 
 Namer = Callable[[str], str]
 
@@ -388,3 +392,55 @@ async def test_two_replicas_share_one_budget(
             assert first.budget.share + second.budget.share <= 1.0
         assert emulator.stats.rate_limited == 0
         assert {r["outcome"] for r in reader.results} == {"ok"}
+
+
+async def test_a_bridge_started_before_its_broker_waits_for_it(unique_name: Namer) -> None:
+    """A replica restarted during a broker outage must not exit: it starts once the broker
+    is back (here a broker that did not exist yet when the bridge started)."""
+    port = free_port()
+    broker = KafkaBroker(f"127.0.0.1:{port}", Flavour.TANSU)
+    topics = Topics(unique_name("cmd"), unique_name("out"), unique_name("dlq"))
+    async with Emulator(EmulatorConfig()) as emulator:
+        settings = bridge_settings(broker, emulator, topics, group=unique_name("g"))
+        bridge = Bridge(settings)
+        stop = asyncio.Event()
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(bridge.run(stop))
+            async with asyncio.timeout(60):
+                while not any(e["event"] == "kafka_unavailable" for e in logs):
+                    assert not task.done(), task
+                    await asyncio.sleep(0.05)
+            async with EmbeddedTansu(port=port) as tansu:
+                await ensure_topics(
+                    tansu.bootstrap_servers, {topics.commands: 1, topics.output: 1, topics.dlq: 1}
+                )
+                await asyncio.wait_for(bridge.ready.wait(), 120)
+                async with OutputReader(tansu.bootstrap_servers, topics) as reader:
+                    await send_commands(
+                        tansu.bootstrap_servers,
+                        topics.commands,
+                        [{"action": "create", "workflow": "wf", "instance_id": "late"}],
+                    )
+                    await reader.until(results=1, within=60)
+                stop.set()
+                await asyncio.wait_for(task, 60)
+        assert reader.results[0]["outcome"] == "ok"
+        assert emulator.instance("wf", "late") is not None
+
+
+async def test_a_bridge_stopped_while_waiting_for_its_broker_exits_cleanly(
+    unique_name: Namer,
+) -> None:
+    broker = KafkaBroker(f"127.0.0.1:{free_port()}", Flavour.TANSU)
+    topics = Topics(unique_name("cmd"), unique_name("out"), unique_name("dlq"))
+    async with Emulator(EmulatorConfig()) as emulator:
+        bridge = Bridge(bridge_settings(broker, emulator, topics, group=unique_name("g")))
+        stop = asyncio.Event()
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(bridge.run(stop))
+            async with asyncio.timeout(60):
+                while not any(e["event"] == "kafka_unavailable" for e in logs):
+                    await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(task, 30)  # returns, raises nothing
+        assert not bridge.ready.is_set()
