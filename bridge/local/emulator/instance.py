@@ -211,6 +211,11 @@ class Instance:
             self.events = []
         self.events.append(EventRecord(event_type, payload, at, BUFFERED if buffered else SPENT))
 
+    def received(self) -> Iterator[tuple[str, Any]]:
+        """Every event received so far, as ``(type, payload)``."""
+        for event in self.events or ():
+            yield event.type, event.payload
+
     def take_event(self, event_type: str, step: int) -> EventRecord | None:
         """Hand the oldest buffered event of ``event_type`` to step ``step``."""
         for event in self.events or ():

@@ -118,7 +118,7 @@ class ApiServer:
         try:
             self._authenticate(request)
             if not isinstance(target, Target) or target.route not in UNBUDGETED_ROUTES:
-                self._charge_budget()
+                self._charge_budget(request)
             if isinstance(target, ApiProblem):
                 raise target
             if config.account_id is not None and target.account != config.account_id:
@@ -133,7 +133,7 @@ class ApiServer:
         if request.headers.get("Authorization", "") != f"Bearer {self._config.token}":
             raise problems.unauthenticated()
 
-    def _charge_budget(self) -> None:
+    def _charge_budget(self, request: web.Request) -> None:
         budget = self._config.budget
         if budget is None:
             return
@@ -142,21 +142,27 @@ class ApiServer:
         try:
             self._budget.admit(budget, now)
         except ApiProblem:
-            self._stats.throttled["blocked" if was_blocked else "budget"] += 1
+            self._throttled("blocked" if was_blocked else "budget", request)
             raise
 
-    def _take_creations(self, workflow: str, count: int) -> None:
+    def _take_creations(self, request: web.Request, workflow: str, count: int) -> None:
         try:
             self._creation.take(self._config.creation, workflow, count, self._clock())
         except ApiProblem:
-            self._stats.throttled["creation"] += 1
+            self._throttled("creation", request)
             raise
+
+    def _throttled(self, kind: str, request: web.Request) -> None:
+        agent = request.headers.get("User-Agent", "").split("/", 1)[0] or "unknown"
+        self._stats.throttled[kind] += 1
+        self._stats.throttled_agents[f"{kind}:{agent}"] += 1
 
     async def _serve(self, request: web.Request, target: Target) -> web.StreamResponse:
         faults = self._config.faults
         fault = self._faults.draw(faults, target.route)
         if fault is not None:
             self._stats.faults[fault] += 1
+            self._stats.faults_by_route[f"{fault}:{target.route}"] += 1
         if fault == "error":
             raise problems.internal_error()
         if fault == "soft_error":
@@ -211,7 +217,7 @@ class ApiServer:
             existing.duplicate_attempts += 1
             self._stats.duplicates_rejected[flow.name] += 1
             raise problems.already_exists(self._config.duplicate_status)
-        self._take_creations(flow.name, 1)
+        self._take_creations(request, flow.name, 1)
         [inst] = self._engine.create(flow, [(instance_id, params)])
         self._stats.created[flow.name] += 1
         return create_result(inst, flow), None
@@ -236,7 +242,7 @@ class ApiServer:
                 continue
             fresh[key] = params
         if fresh:
-            self._take_creations(flow.name, len(fresh))
+            self._take_creations(request, flow.name, len(fresh))
         created = self._engine.create(flow, fresh.items())
         self._stats.created[flow.name] += len(created)
         return [create_result(inst, flow) for inst in created], None
@@ -272,7 +278,7 @@ class ApiServer:
             status = engine.terminate(inst)
         else:
             keep = 0 if start_from is None else engine.step_index(inst, start_from)
-            self._take_creations(inst.workflow, 1)
+            self._take_creations(request, inst.workflow, 1)
             status = engine.restart(inst, keep)
             self._stats.restarts[inst.workflow] += 1
         return {"status": status, "timestamp": now_iso()}, None
@@ -283,6 +289,8 @@ class ApiServer:
             raise problems.invalid(problem)
         inst = self._engine.instance(_workflow(target), target.instance_id)
         payload = await read_json(request, default=None, limit=True)
+        if any(event == (target.event_type, payload) for event in inst.received()):
+            self._stats.events_repeated[inst.workflow] += 1
         self._engine.send_event(inst, target.event_type, payload)
         self._stats.events[inst.workflow] += 1
         return {"instanceId": inst.id, "timestamp": now_iso()}, None

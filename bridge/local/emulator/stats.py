@@ -42,6 +42,13 @@ class Stats:
     deleted: Counter[str] = field(default_factory=Counter)
     #: Instances terminated by ``/batch/terminate`` calls, by workflow.
     batch_terminated: Counter[str] = field(default_factory=Counter)
+    #: Events an instance had already received (same type and payload): delivered twice.
+    events_repeated: Counter[str] = field(default_factory=Counter)
+    #: 429 answers by cause and by the client's ``User-Agent`` product (``budget:workflows-bridge``),
+    #: to tell whose request broke a limit.
+    throttled_agents: Counter[str] = field(default_factory=Counter)
+    #: Faults injected, by kind and route (``apply_then_error:event``).
+    faults_by_route: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate_limited(self) -> int:
@@ -63,5 +70,8 @@ class Stats:
             self.events,
             self.deleted,
             self.batch_terminated,
+            self.events_repeated,
+            self.throttled_agents,
+            self.faults_by_route,
         ):
             counter.clear()

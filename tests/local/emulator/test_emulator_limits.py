@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bridge.local.emulator import CreationLimits, Emulator, EmulatorConfig, Latency, RequestBudget
+from bridge.local.emulator import (
+    CreationLimits,
+    Emulator,
+    EmulatorConfig,
+    Faults,
+    Latency,
+    RequestBudget,
+)
 from bridge.local.emulator.limits import FaultInjector
 from bridge.local.emulator.testing import api_client, error_of, result_of
 
