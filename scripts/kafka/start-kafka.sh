@@ -4,6 +4,12 @@
 #   scripts/kafka/start-kafka.sh [STATE_DIR]        -> prints 127.0.0.1:PORT on stdout
 #   scripts/kafka/start-kafka.sh --secure DIR       -> the same, plus secured listeners (below)
 #   scripts/kafka/start-kafka.sh --stop STATE_DIR   -> SIGTERM, then SIGKILL after a grace period
+#                                                      (the data stays in STATE_DIR/data)
+#   scripts/kafka/start-kafka.sh --restart STATE_DIR -> start a stopped broker again on its data and
+#                                                      ports (stops it first if it runs)
+#   scripts/kafka/start-kafka.sh --pause STATE_DIR   -> SIGSTOP: the broker stays up but answers
+#                                                      nothing (an unreachable broker)
+#   scripts/kafka/start-kafka.sh --resume STATE_DIR  -> SIGCONT after --pause
 #   scripts/kafka/start-kafka.sh --fetch            -> only resolve the jars into scripts/kafka/libs
 #
 # --secure DIR: DIR is the state folder, and the broker gets, besides PLAINTEXT, three more
@@ -52,6 +58,7 @@ stop_broker() {
         rm -f "$state_dir/kafka.pid"
         return 0
     fi
+    kill -CONT "$pid" 2>/dev/null || true  # a paused broker cannot act on SIGTERM
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
     while kill -0 "$pid" 2>/dev/null; do
@@ -297,16 +304,19 @@ write_env_files() {
         >"$dir/secure.json"
 }
 
+started_count() { grep -c "Kafka Server started" "$1/kafka.out" 2>/dev/null || true; }
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # One start attempt on fresh ports with a freshly formatted data dir.
 # Returns 0 when ready, 2 when the broker died during start-up (e.g. a port was taken meanwhile).
 start_once() {
-    local state_dir=$1 secure=$2 port cport sasl_ssl mtls sasl_plain cid pid deadline
+    local state_dir=$1 secure=$2 port cport sasl_ssl mtls sasl_plain cid
     local -a scram_args=()
     read -r port cport sasl_ssl mtls sasl_plain < <(free_ports 5)
     [ -n "${sasl_plain:-}" ] || die "could not pick free ports"
     rm -rf "$state_dir/data"
+    : >"$state_dir/kafka.out"
     mkdir -p "$state_dir/data" "$state_dir/logs"
     write_server_properties "$state_dir/server.properties" "$port" "$cport" "$state_dir/data"
     if [ "$secure" = 1 ]; then
@@ -319,33 +329,53 @@ start_once() {
     fi
     cid=$(cluster_id)
 
-    local -a jvm
-    # shellcheck disable=SC2206  # HEAP_OPTS is a list of flags
-    jvm=($HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
-        -XX:MaxInlineLevel=15 -Djava.awt.headless=true
-        "-Dlog4j2.configurationFile=$HERE/log4j2.properties"
-        "-Dkafka.logs.dir=$state_dir/logs")
+    local -a JVM
+    jvm_flags "$state_dir"
 
     local t0
     t0=$(now_ms)
-    if ! java "${jvm[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
+    if ! java "${JVM[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
         -t "$cid" -c "$state_dir/server.properties" "${scram_args[@]}" \
         >"$state_dir/format.out" 2>&1; then
         cat "$state_dir/format.out" >&2
         die "formatting the KRaft storage failed"
     fi
     log "formatted $state_dir/data (cluster $cid) in $(( $(now_ms) - t0 )) ms"
+    launch "$state_dir" "$port" || return $?
+    if [ "$secure" = 1 ]; then
+        write_env_files "$state_dir" "$port" "$sasl_ssl" "$mtls" "$sasl_plain"
+        log "secured listeners: SASL_SSL 127.0.0.1:$sasl_ssl, SSL (mTLS) 127.0.0.1:$mtls," \
+            "SASL_PLAINTEXT 127.0.0.1:$sasl_plain; settings in $state_dir/*.env"
+    fi
+    echo "127.0.0.1:$port"
+}
 
+jvm_flags() {
+    local state_dir=$1
+    # shellcheck disable=SC2206  # HEAP_OPTS is a list of flags
+    JVM=($HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
+        -XX:MaxInlineLevel=15 -Djava.awt.headless=true
+        "-Dlog4j2.configurationFile=$HERE/log4j2.properties"
+        "-Dkafka.logs.dir=$state_dir/logs")
+}
+
+# Start the broker on the formatted data dir; wait until it serves on $port.
+launch() {
+    local state_dir=$1 port=$2 pid deadline t0
+    local -a JVM
+    jvm_flags "$state_dir"
+    local before
+    before=$(started_count "$state_dir")
     t0=$(now_ms)
     # nohup execs java, so $! is the broker's own pid.
-    nohup java "${jvm[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$state_dir/server.properties" \
-        >"$state_dir/kafka.out" 2>&1 </dev/null &
+    nohup java "${JVM[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$state_dir/server.properties" \
+        >>"$state_dir/kafka.out" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$state_dir/kafka.pid"
 
     deadline=$(( $(date +%s) + TIMEOUT ))
-    until grep -q "Kafka Server started" "$state_dir/kafka.out" 2>/dev/null && port_open "$port"; do
+    until [ "$(started_count "$state_dir")" -gt "$before" ] && port_open "$port"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "kafka exited during start-up; last lines of $state_dir/kafka.out:"
             grep -E ' (ERROR|FATAL) |Exception' "$state_dir/kafka.out" | tail -n 20 >&2 || true
@@ -361,13 +391,23 @@ start_once() {
         sleep 0.1
     done
     echo "127.0.0.1:$port" >"$state_dir/bootstrap"
-    if [ "$secure" = 1 ]; then
-        write_env_files "$state_dir" "$port" "$sasl_ssl" "$mtls" "$sasl_plain"
-        log "secured listeners: SASL_SSL 127.0.0.1:$sasl_ssl, SSL (mTLS) 127.0.0.1:$mtls," \
-            "SASL_PLAINTEXT 127.0.0.1:$sasl_plain; settings in $state_dir/*.env"
-    fi
     log "Kafka $(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$state_dir/kafka.out" | head -n 1)" \
         "ready on 127.0.0.1:$port (pid $pid) in $(( $(now_ms) - t0 )) ms; log: $state_dir/kafka.out"
+}
+
+# Start again on the same data and ports (a broker restart keeps what it stored).
+restart_broker() {
+    local state_dir port
+    state_dir=$(cd "$1" && pwd)
+    [ -f "$state_dir/server.properties" ] || die "no broker was started from $state_dir"
+    if [ -f "$state_dir/kafka.pid" ] && kill -0 "$(cat "$state_dir/kafka.pid")" 2>/dev/null; then
+        kill -CONT "$(cat "$state_dir/kafka.pid")" 2>/dev/null || true
+        stop_broker "$state_dir"
+    fi
+    port=$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$state_dir/server.properties")
+    [ -n "$port" ] || die "cannot read the port from $state_dir/server.properties"
+    check_java
+    launch "$state_dir" "$port" || die "kafka did not start again; see $state_dir/kafka.out"
     echo "127.0.0.1:$port"
 }
 
@@ -382,8 +422,19 @@ main() {
         fetch_jars
         return 0
         ;;
+    --restart)
+        [ -n "${2:-}" ] || die "usage: $0 --restart STATE_DIR"
+        restart_broker "$2"
+        return 0
+        ;;
+    --pause | --resume)
+        [ -n "${2:-}" ] && [ -f "$2/kafka.pid" ] || die "usage: $0 $1 STATE_DIR (of a running broker)"
+        if [ "$1" = --pause ]; then kill -STOP "$(cat "$2/kafka.pid")"; else kill -CONT "$(cat "$2/kafka.pid")"; fi
+        log "broker $(cat "$2/kafka.pid") ${1#--}d"
+        return 0
+        ;;
     -h | --help)
-        sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
         return 0
         ;;
     esac
