@@ -73,6 +73,10 @@ class KafkaSettings(_Section):
     client_id: str = "workflows-bridge"
     #: Set to write results and consumed offsets in one Kafka transaction (exactly-once results).
     transactional_id: str | None = None
+    #: How long the broker lets a transaction stay open before aborting it; this also bounds
+    #: how long a crashed replica's open transaction can hide results from the next owner's
+    #: read-back, so keep it below ``readback_timeout_seconds``.
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
@@ -229,8 +233,9 @@ class PipelineSettings(_Section):
     auth_probe_seconds: float = Field(default=30.0, gt=0)
     #: Most output/dead-letter records read back when taking partitions (0 turns it off).
     readback_max_records: int = Field(default=200_000, ge=0)
-    #: Longest time one read-back may take; what it did not reach is carried out again.
-    readback_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Longest time one read-back may take, including waiting for a crashed replica's open
+    #: transaction to be aborted; what it did not reach is carried out again.
+    readback_timeout_seconds: float = Field(default=90.0, gt=0)
 
 
 class Settings(BaseSettings):

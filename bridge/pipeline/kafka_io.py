@@ -279,6 +279,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     options: dict[str, Any] = {}
     if kafka.transactional_id:
         options["transactional_id"] = kafka.transactional_id
+        options["transaction_timeout_ms"] = kafka.transaction_timeout_ms
         options["enable_idempotence"] = True
     elif kafka.idempotent_producer:
         options["enable_idempotence"] = True

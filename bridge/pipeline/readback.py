@@ -253,6 +253,7 @@ class ReadBack:
                 reader.seek(tp, start)
             deadline = time.monotonic() + self._timeout
             left = set(ranges)
+            first_hw: dict[TopicPartition, int] = {}
             while left:
                 if time.monotonic() >= deadline:
                     log.warning("readback_incomplete", partitions_left=len(left), records=read)
@@ -265,17 +266,34 @@ class ReadBack:
                             ledger.note_dead_letter(record.headers, backlog)
                         else:
                             ledger.note_result(record.value, backlog)
-                left = {tp for tp in left if not await self._reached(tp, ranges[tp][1])}
+                left = {tp for tp in left if not await self._reached(tp, ranges[tp][1], first_hw)}
         finally:
             reader.unsubscribe()
         return ledger, read
 
-    async def _reached(self, tp: TopicPartition, end: int) -> bool:
-        """Whether the reader is at the end it saw when the scan began, and at the end the
-        last fetch reported (some brokers, Tansu among them, answer ``end_offsets`` short)."""
+    async def _reached(
+        self, tp: TopicPartition, end: int, first_hw: dict[TopicPartition, int]
+    ) -> bool:
+        """Whether everything written before the scan began has been read.
+
+        The target is the high watermark the first fetch reported (``end_offsets`` may answer
+        short: Tansu's does, and read_committed's stops at the last stable offset). Reading
+        ``read_committed``, every transaction open at that moment must be decided first: an
+        earlier owner that crashed mid-transaction keeps the last stable offset back until its
+        transaction is aborted (its restart, or ``BRIDGE_KAFKA__TRANSACTION_TIMEOUT_MS``), and
+        the answers after it are not visible until then.
+        """
         reader = self._reader
-        reported = reader.last_stable_offset(tp) if self._committed_only else reader.highwater(tp)
-        return reported is not None and await reader.position(tp) >= max(end, reported)
+        highwater = reader.highwater(tp)
+        if highwater is None:
+            return False  # no fetch answered yet
+        target = max(end, first_hw.setdefault(tp, highwater))
+        if self._committed_only:
+            stable = reader.last_stable_offset(tp)
+            if stable is None or stable < target:
+                return False
+        position: int = await reader.position(tp)
+        return position >= target
 
     async def _ranges(self, since: float) -> dict[TopicPartition, list[int]]:
         """``[start, end)`` per output and dead-letter partition: from ``since`` to the end."""
@@ -288,8 +306,10 @@ class ReadBack:
         ranges = {}
         for tp in outputs:
             found: Any = starts.get(tp)
-            if found is not None:
-                ranges[tp] = [found.offset, max(found.offset, ends[tp])]
+            # None: nothing visible since then; but reading read_committed, records of a
+            # transaction still open may follow the end, so the partition is still followed.
+            start = ends[tp] if found is None else found.offset
+            ranges[tp] = [start, max(start, ends[tp])]
         total = sum(end - start for start, end in ranges.values())
         if total > self._max_records:
             share = self._max_records // len(ranges)

@@ -10,14 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from bridge.contract.deadletter import HEADER_PREFIX
 from bridge.local.emulator import Emulator, EmulatorConfig, Faults, WorkflowBehaviour
 from bridge.local.emulator.config import WaitForEventStep
-from bridge.pipeline.readback import Answers, Ledger, commit_metadata, metadata_time
+from bridge.pipeline.readback import Answers, Ledger, ReadBack, commit_metadata, metadata_time
 from bridge.pipeline.translate import EventOp, Job, StatusOp
-from tests.support.bridge_harness import NewTopic, OutputReader, make_topics, send_commands
+from tests.support.bridge_harness import (
+    NewTopic,
+    OutputReader,
+    bridge_settings,
+    make_topics,
+    send_commands,
+)
 from tests.support.kafka_harness import KafkaBroker
 from tests.support.process_harness import BridgeProcess
 
@@ -197,3 +203,38 @@ async def test_transactional_results_visible_past_a_stuck_command_are_not_redone
         assert emulator.stats.events["wf"] == events
         assert sorted(reader.answered().values()) == [1] * (events + 1)
         assert emulator.instance("wf", "stuck").status == "paused"  # type: ignore[union-attr]
+
+
+@pytest.mark.full_kafka
+async def test_transactional_readback_waits_for_open_transactions(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    """An earlier owner's transaction still open when the read-back begins hides its results;
+    the read-back waits for it to be decided instead of missing them."""
+    topics = await make_topics(new_topic, 1)
+    await send_commands(kafka_broker.bootstrap_servers, topics.commands, [b"a command"])
+    async with Emulator(EmulatorConfig()) as emulator:
+        settings = bridge_settings(kafka_broker, emulator, topics, group=unique_name("g"))
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"transactional_id": "reader"})}
+        )
+        earlier = AIOKafkaProducer(
+            bootstrap_servers=kafka_broker.bootstrap_servers, transactional_id=unique_name("tx")
+        )
+        await earlier.start()
+        try:
+            await earlier.begin_transaction()
+            answer = _result(0, None, "rejected").replace(b'"cmd"', f'"{topics.commands}"'.encode())
+            answer = answer.replace(b'"partition": 2', b'"partition": 0')
+            await (await earlier.send(topics.output, answer))
+            async with ReadBack(settings) as readback:
+                scan = asyncio.create_task(readback.scan({TopicPartition(topics.commands, 0)}))
+                await asyncio.sleep(1.0)
+                assert not scan.done()  # waiting for the open transaction
+                await earlier.commit_transaction()
+                found = await asyncio.wait_for(scan, 60)
+        finally:
+            await earlier.stop()
+    answers = found.ledger.take(TopicPartition(topics.commands, 0), 0)
+    assert answers is not None
+    assert answers.results == {None: "rejected"}

@@ -44,8 +44,8 @@ class Stats:
     batch_terminated: Counter[str] = field(default_factory=Counter)
     #: Events an instance had already received (same type and payload): delivered twice.
     events_repeated: Counter[str] = field(default_factory=Counter)
-    #: 429 answers by cause and by the client's ``User-Agent`` product (``budget:workflows-bridge``),
-    #: to tell whose request broke a limit.
+    #: 429 answers by cause and the client's ``User-Agent`` product, e.g.
+    #: ``budget:workflows-bridge``: whose request broke a limit.
     throttled_agents: Counter[str] = field(default_factory=Counter)
     #: Faults injected, by kind and route (``apply_then_error:event``).
     faults_by_route: Counter[str] = field(default_factory=Counter)
