@@ -164,3 +164,28 @@ async def test_latency_holds_every_answer(emu: Emulator, api: httpx.AsyncClient)
     started = time.monotonic()
     result_of(await api.get("orders/instances"))
     assert time.monotonic() - started >= 0.15  # a floor only: a busy machine may add more
+
+
+async def test_stats_tell_repeated_events_whose_429_and_which_route_failed(
+    emu: Emulator, api: httpx.AsyncClient
+) -> None:
+    result_of(await api.post("orders/instances", json={"instance_id": "r"}))
+    for payload in ({"n": 1}, {"n": 2}, {"n": 1}):
+        result_of(await api.post("orders/instances/r/events/go", json=payload))
+    result_of(await api.post("orders/instances/r/events/other", json={"n": 1}))
+    assert emu.stats.events["orders"] == 4
+    assert emu.stats.events_repeated["orders"] == 1  # only the second {"n": 1} of type go
+
+    emu.config.budget = RequestBudget(requests=1, window_seconds=60, block_seconds=60)
+    result_of(await api.get("orders/instances"))
+    probe = await api.get("orders/instances", headers={"User-Agent": "probe/1"})
+    assert probe.status_code == 429
+    assert (await api.get("orders/instances")).status_code == 429
+    assert emu.stats.throttled_agents["budget:probe"] == 1
+    assert emu.stats.throttled_agents.total() == 2
+    emu.config.budget = None
+
+    emu.config.faults = Faults(apply_then_error_ratio=1.0, routes=frozenset({"event"}))
+    assert (await api.post("orders/instances/r/events/go", json={"n": 3})).status_code == 500
+    assert emu.stats.faults_by_route == {"apply_then_error:event": 1}
+    assert emu.stats.events["orders"] == 5  # applied before the error
