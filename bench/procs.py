@@ -119,6 +119,41 @@ class Contestant:
                 ) from None
         return process.returncode if process.returncode is not None else -1
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would end it; returns once it is gone."""
+        process = self._process
+        if process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+
+    async def wait(self) -> int:
+        """Until the process ends on its own (or by a signal); its exit code."""
+        process = self._process
+        if process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return await process.wait()
+
+    def open_files(self) -> int | None:
+        """How many file descriptors the process holds now, or None once it is gone."""
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/fd"))
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+
+    def current_rss_kb(self) -> int | None:
+        """The resident set now (VmRSS, kB), or None once the process is gone."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        return None
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
