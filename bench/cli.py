@@ -1,4 +1,4 @@
-"""``python -m bench [--runs N] [--quick] [--only a,b,c,d]``: run the scenarios, print the table.
+"""``python -m bench [--runs N] [--quick] [--only a,b,c,d,t]``: run the scenarios, print a table.
 
 The exit code is 0 when every contestant run finished with exactly the expected results, 1 when
 one failed (timeout, crash, wrong count), 2 for bad arguments. A missed target does not change
@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test for CI")
     parser.add_argument(
         "--only",
-        help="scenarios to run, comma-separated: a|creates, b|mixed, c|rate-limited, d|rss",
+        help="scenarios to run, comma-separated: a|creates, b|mixed, c|rate-limited, d|rss, "
+        "t|terminates",
     )
     parser.add_argument(
         "--bridge-set",
@@ -201,7 +202,7 @@ def _notes(
         "contestants: each its own process, one at a time, the whole backlog in the topic before "
         "it starts; this bridge = `python -m bridge run` with BRIDGE_* variables (in-process it "
         "measured ~10% slower on a: the emulator and the result reader share its interpreter)",
-        f"per run: the value of each run ({runs} runs of a, b, c; d once); median over runs; "
+        f"per run: the value of each run ({runs} runs of a, b, c, t; d once); median over runs; "
         "'vs baseline' divides medians from the same runs",
         "throughput: (N - 1) / (last - first result), from the results' broker timestamps; "
         "start-up and group join are not counted. results = records on the output topic after "
@@ -221,6 +222,10 @@ def _notes(
         f"that interval (checked). The naive bridge waits out each 429 (Retry-After) and is "
         f"measured over {sizes.naive_windows} window(s)",
         "d: peak RSS = VmHWM of the contestant's process, sampled while the backlog drains",
+        f"t: {sizes.terminates:,} creates then a terminate of each, keyed by instance, on live "
+        "instances; req = requests on the terminate routes (batch/terminate, PATCH status, GET): "
+        "this bridge coalesces terminates into batch/terminate calls, the naive bridge sends one "
+        "PATCH per terminate, as this bridge did before; limits as in a",
     ]
     if overrides:
         notes.append("bridge overrides: " + " ".join(f"{k}={v}" for k, v in overrides.items()))

@@ -1,4 +1,4 @@
-"""Medians, ratios against the baselines, the targets of issue #4, and the printed table."""
+"""Medians, ratios against the baselines, the targets of issues #4 and #9, and the table."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ CREATES_VS_RAW = 0.5
 MIXED_VS_NAIVE = 20.0
 RATE_USE = 0.95
 RSS_LIMIT_MB = 200.0
+#: The target of issue #9 for the terminates scenario: requests for its terminates.
+TERMINATE_REQUESTS = 10
+#: The routes a terminate may spend requests on: the bulk call, a lone PATCH, a status read.
+TERMINATE_ROUTES = ("batch_terminate", "status", "get")
+
+
+def terminate_requests(m: Measurement) -> float | None:
+    """Requests the run spent on terminates (its creates and the token check left out)."""
+    if not m.api_requests:
+        return None
+    return float(sum(m.api_requests.get(route, 0) for route in TERMINATE_ROUTES))
 
 
 @dataclass(slots=True)
@@ -113,6 +124,11 @@ def _row(key: str, contestant: str, runs: list[Measurement]) -> Row:
         row.runs = " ".join("—" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f}" for m in runs)
         rss = _of(runs, lambda m: m.peak_rss_mb)
         row.median = "—" if rss is None else f"{rss:.0f} MB RSS"
+    elif key == "t":
+        counted = [terminate_requests(m) for m in runs]
+        row.runs = " ".join("—" if c is None else f"{c:.0f}" for c in counted)
+        spent = _of(runs, terminate_requests)
+        row.median = "—" if spent is None else f"{spent:,.0f} req for {expected // 2:,} terminates"
     else:
         row.runs = " ".join(_rate(m.rate) for m in runs)
         row.median = f"{_rate(_of(runs, lambda m: m.rate))} cmd/s"
@@ -137,6 +153,15 @@ def _verdict(key: str, by: dict[str, list[Measurement]]) -> Verdict | None:
             return Verdict(key, target, "—", None)
         met = used >= RATE_USE and throttled == 0 and all(m.saturated for m in bridge)
         return Verdict(key, target, f"{used:.2f} used, {throttled} × 429", met)
+    if key == "t":
+        spent = _of(bridge, terminate_requests)
+        naive = _of(by.get(NAIVE, []), terminate_requests)
+        count = bridge[0].expected // 2 if bridge else 0
+        target = f"≤ {TERMINATE_REQUESTS} requests for {count:,} terminates"
+        if spent is None:
+            return Verdict(key, target, "—", None)
+        versus = "" if naive is None else f" (one per terminate: {naive:,.0f})"
+        return Verdict(key, target, f"{spent:,.0f}{versus}", spent <= TERMINATE_REQUESTS)
     if key == "d":
         rss = _of(bridge, lambda m: m.peak_rss_mb)
         target = f"< {RSS_LIMIT_MB:.0f} MB"

@@ -1,4 +1,4 @@
-"""The four scenarios of issue #4, each with its baselines, at default or ``--quick`` sizes.
+"""The scenarios of issues #4 and #9, each with its baselines, at default or ``--quick`` sizes.
 
 Per run a scenario publishes its commands once to a new topic (the whole backlog is there
 before any contestant starts); then the contestants take turns on it, one at a time, each with
@@ -55,6 +55,8 @@ class Sizes:
     windows: int
     naive_windows: int
     backlog: int
+    #: Instances of the terminates scenario: each is created, then terminated.
+    terminates: int = 300
 
 
 DEFAULT = Sizes(
@@ -245,6 +247,26 @@ async def backlog_rss(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]
     ]
 
 
+async def terminates(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]:
+    """Creates then terminates of one workflow: what the terminates cost in requests, coalesced
+    into ``batch/terminate`` calls, against one request per terminate (the naive bridge, which
+    sends each as ``PATCH …/status`` as this bridge did before)."""
+    n = sizes.terminates
+    topic = await _feed(ctx, "t", run, workload.terminates(n, prefix=f"t{run}"))
+
+    def emulator() -> EmulatorConfig:
+        return EmulatorConfig(default_behaviour=WAITING)
+
+    return [
+        await measure(
+            ctx, Plan("t", run, NAIVE, topic, 2 * n, SLACK + 2 * n / 20, emulator=emulator())
+        ),
+        await measure(
+            ctx, Plan("t", run, BRIDGE, topic, 2 * n, SLACK + 2 * n / 100, emulator=emulator())
+        ),
+    ]
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "a", "creates", lambda s: f"{s.creates:,} creates, API 0 ms", repeated=True, run=creates
@@ -269,6 +291,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda s: f"peak RSS, {s.backlog:,} backlog",
         repeated=False,
         run=backlog_rss,
+    ),
+    Scenario(
+        "t",
+        "terminates",
+        lambda s: f"{s.terminates:,} creates, then {s.terminates:,} terminates",
+        repeated=True,
+        run=terminates,
     ),
 )
 

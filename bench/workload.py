@@ -110,6 +110,15 @@ def _mixed_command(action: str, instance_id: str, step: int) -> dict[str, Any]:
     return command
 
 
+def terminates(count: int, *, prefix: str) -> Workload:
+    """``count`` creates, then a terminate of each of those instances (issue #9's scenario)."""
+    ids = [f"{prefix}-{index}" for index in range(count)]
+    records = [
+        _record({"action": "create", "workflow": WORKFLOW, "instance_id": i}) for i in ids
+    ] + [_record({"action": "terminate", "workflow": WORKFLOW, "instance_id": i}) for i in ids]
+    return Workload(records, Counter({"create": count, "terminate": count}))
+
+
 def events(count: int, *, instances: int, prefix: str) -> Workload:
     """``count`` events spread round-robin over ``instances`` instances that already exist."""
     ids = [f"{prefix}-{index}" for index in range(instances)]

@@ -84,3 +84,27 @@ def test_a_wrong_count_fails_the_run_and_the_target_is_judged_on_medians() -> No
     report = build(select("a"), QUICK, measurements)
     assert report.verdicts[0].met is None
     assert "expected exactly 100" in render(report)
+
+
+def test_the_terminates_target_counts_only_the_terminate_routes() -> None:
+    def run(contestant: str, number: int, requests: dict[str, int]) -> Measurement:
+        return Measurement("t", contestant, number, 600, results=600, api_requests=requests)
+
+    naive = {"create": 300, "status": 300}
+    measurements = [run(NAIVE, n, naive) for n in (1, 2, 3)] + [
+        run(BRIDGE, 1, {"batch": 4, "batch_terminate": 3, "list": 1}),
+        run(BRIDGE, 2, {"batch": 3, "batch_terminate": 4, "get": 100, "status": 1, "list": 1}),
+        run(BRIDGE, 3, {"batch": 4, "batch_terminate": 4, "list": 1}),
+    ]
+    report = build(select("t"), QUICK, measurements)
+    [verdict] = report.verdicts
+    assert verdict.target == "≤ 10 requests for 300 terminates"
+    assert verdict.measured == "4 (one per terminate: 300)"  # the median of 3, 105, 4
+    assert verdict.met is True
+    text = render(report)
+    assert "3 105 4" in text
+    assert "300 req for 300 terminates" in text
+
+    measurements[4] = run(BRIDGE, 2, {"batch_terminate": 11})
+    measurements[5] = run(BRIDGE, 3, {"batch_terminate": 12})
+    assert build(select("t"), QUICK, measurements).verdicts[0].met is False
