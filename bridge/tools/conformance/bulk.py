@@ -114,6 +114,15 @@ async def terminates(run: Run) -> None:
                 job.result is not None and job.result.status == "not_running",
             )
         )
+    run.add(
+        Row(
+            "PUT /instances/terminate (terminate all)",
+            "",
+            "HTTP 200 {status: ok}, then the job terminates every live instance",
+            Verdict.NOT_RUN,
+            note="it would terminate every instance of the workflow",
+        )
+    )
     live = await run.probe.call(lambda: api.get(run.workflow, a))
     batch = await run.probe.call(lambda: api.terminate_batch(run.workflow, [a, b, ghost]))
     behaviour = "batch/terminate of a live, a finished and an unknown id"
@@ -142,15 +151,6 @@ async def terminates(run: Run) -> None:
             assumed,
             result is not None and (result.instances_terminated, result.status) == (1, "ok"),
             "none: the emulator counts the live ids it terminated, at once",
-        )
-    )
-    run.add(
-        Row(
-            "PUT /instances/terminate (terminate all)",
-            "",
-            "HTTP 200 {status: ok}, then the job terminates every live instance",
-            Verdict.NOT_RUN,
-            note="it would terminate every instance of the workflow",
         )
     )
 
