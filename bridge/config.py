@@ -73,6 +73,9 @@ class KafkaSettings(_Section):
     client_id: str = "workflows-bridge"
     #: Set to write results and consumed offsets in one Kafka transaction (exactly-once results).
     transactional_id: str | None = None
+    #: How long a record may wait to be written (broker down, no leader) before the write
+    #: counts as failed and the replica stops; a broker outage shorter than this is ridden out.
+    delivery_timeout_ms: int = Field(default=120_000, ge=1000)
     #: How long the broker lets a transaction stay open before aborting it; this also bounds
     #: how long a crashed replica's open transaction can hide results from the next owner's
     #: read-back, so keep it below ``readback_timeout_seconds``.

@@ -290,6 +290,9 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         # and makes every worker wait for it to drain.
         max_batch_size=256 * 1024,
         max_request_size=2 * 1024 * 1024,
+        # aiokafka fails a record whose partition has had no leader for this long (and gives a
+        # produce request this long): a broker outage shorter than it is waited out.
+        request_timeout_ms=kafka.delivery_timeout_ms,
         **options,
         **client_options(kafka),
     )

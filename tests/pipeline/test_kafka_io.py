@@ -14,7 +14,7 @@ import pytest
 import structlog
 from aiokafka.errors import KafkaConnectionError
 
-from bridge.config import KafkaSettings
+from bridge.config import CloudflareSettings, KafkaSettings, Settings
 from bridge.errors import ConfigError, KafkaRefused, KafkaUnavailable
 from bridge.logs import configure
 from bridge.pipeline.kafka_io import (
@@ -22,6 +22,7 @@ from bridge.pipeline.kafka_io import (
     MskIamTokenProvider,
     client_options,
     explain,
+    make_producer,
     ssl_context,
 )
 
@@ -175,3 +176,25 @@ def test_connection_failures_are_explained() -> None:
     down = explain(_sasl(), "cannot start", bare, [])
     assert type(down) is KafkaUnavailable
     assert "Unable to bootstrap" in str(down)
+
+
+async def test_producer_waits_out_outages_and_transactions_time_out_as_set() -> None:
+    settings = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers="unused:9092",
+            transactional_id="t",
+            delivery_timeout_ms=90_000,
+            transaction_timeout_ms=20_000,
+        ),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    producer = make_producer(settings)
+    # aiokafka keeps both where its sender and transaction manager read them
+    assert producer._request_timeout_ms == 90_000
+    assert producer._txn_manager.transaction_timeout_ms == 20_000
+    plain = make_producer(
+        settings.model_copy(update={"kafka": KafkaSettings(bootstrap_servers="unused:9092")})
+    )
+    assert plain._request_timeout_ms == 120_000  # the default rides out a two-minute outage
+    await producer.stop()
+    await plain.stop()
