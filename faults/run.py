@@ -334,14 +334,15 @@ class Run:
         url = f"{emulator.base_url}/accounts/x/workflows/{WORKFLOW}/instances"
         headers = {"Authorization": f"Bearer {self.token}", "User-Agent": "fault-run/1"}
         spent = 0
-        async with httpx.AsyncClient(headers=headers, timeout=5) as client:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(headers=headers, timeout=1, limits=limits) as client:
             while emulator.stats.throttled["budget"] == before and spent < 5000:
                 # The API faults hit this client too: a dropped or timed-out call is spent.
                 await asyncio.gather(
-                    *(client.get(url, params={"per_page": "1"}) for _ in range(20)),
+                    *(client.get(url, params={"per_page": "1"}) for _ in range(100)),
                     return_exceptions=True,
                 )
-                spent += 20
+                spent += 100
         self.report.breaches_provoked += emulator.stats.throttled["budget"] - before
         self.note(f"budget breached by another client after {spent} requests: 429 block")
 

@@ -322,6 +322,8 @@ class Replica:
             self._handle, workers=settings.pipeline.max_concurrency, on_crash=self._crashed
         )
         self._paused = False
+        #: Partitions whose answers are being read back: nothing of them may be consumed yet.
+        self._reading_back: set[TopicPartition] = set()
         self._allowed_workflows = frozenset(settings.cloudflare.workflows)
         # Bound once, after logging is configured: the per-command lines then cost nothing when
         # their level is filtered out (the lazy proxy would re-bind on every call).
@@ -511,7 +513,8 @@ class Replica:
                 auth_ok=self.gate.is_open,
             )
         elif self._paused and pending < max(1, int(limit * 0.8)) and not stalled:
-            consumer.resume(*consumer.assignment())
+            # Partitions still being read back stay paused: on_assigned resumes them.
+            consumer.resume(*(consumer.assignment() - self._reading_back))
             self._paused = False
             log.info("consumption_resumed", pending=pending)
 
@@ -548,6 +551,7 @@ class Replica:
         consumer = self.consumer
         if assigned:
             consumer.pause(*assigned)
+            self._reading_back |= assigned
             try:
                 scan = await self.readback.scan(assigned)
             except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -556,8 +560,10 @@ class Replica:
                 self.ledger.merge(scan.ledger)
                 for tp, (since, through) in scan.floors.items():
                     self.outbox.keep_floor(tp, since, through)
+            finally:
+                self._reading_back -= assigned
             if not self._paused:
-                consumer.resume(*assigned)
+                consumer.resume(*(assigned & consumer.assignment()))
         self._share(assigned)
 
     def _share(self, assigned: set[TopicPartition]) -> None:

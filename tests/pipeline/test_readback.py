@@ -7,15 +7,25 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from bridge.config import CloudflareSettings, KafkaSettings, Settings
 from bridge.contract.deadletter import HEADER_PREFIX
 from bridge.local.emulator import Emulator, EmulatorConfig, Faults, WorkflowBehaviour
 from bridge.local.emulator.config import WaitForEventStep
-from bridge.pipeline.readback import Answers, Ledger, ReadBack, commit_metadata, metadata_time
+from bridge.pipeline.auth_gate import AuthGate
+from bridge.pipeline.readback import (
+    Answers,
+    Ledger,
+    ReadBack,
+    Scan,
+    commit_metadata,
+    metadata_time,
+)
+from bridge.pipeline.service import Replica
 from bridge.pipeline.translate import EventOp, Job, StatusOp
 from tests.support.bridge_harness import (
     NewTopic,
@@ -238,3 +248,75 @@ async def test_transactional_readback_waits_for_open_transactions(
     answers = found.ledger.take(TopicPartition(topics.commands, 0), 0)
     assert answers is not None
     assert answers.results == {None: "rejected"}
+
+
+class _Consumer:
+    """What the replica's flow control uses of AIOKafkaConsumer, with who paused what."""
+
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self._assigned = set(assigned)
+        self.paused: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self._assigned}
+
+
+class _Budget:
+    blocked_for = 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def set_share(self, share: float) -> None:
+        pass
+
+
+class _SlowReadBack:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def scan(self, partitions: set[TopicPartition]) -> Scan:
+        await self.release.wait()
+        return Scan(Ledger(), {})
+
+
+async def test_partitions_being_read_back_stay_paused_when_a_stall_ends() -> None:
+    """Found by the fault run: a 429 block ended during a read-back, flow control resumed every
+    assigned partition, and commands were carried out before their answers were read back."""
+    tp = TopicPartition("cmd", 3)
+    consumer, budget, readback = _Consumer({tp}), _Budget(), _SlowReadBack()
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    gate = AuthGate(lambda: asyncio.sleep(0), interval=1)
+    replica = Replica(
+        settings,
+        budget=cast(Any, budget),
+        gate=gate,
+        executor=cast(Any, None),
+        outbox=cast(Any, None),
+        consumer=cast(Any, consumer),
+        readback=cast(Any, readback),
+    )
+    replica.outbox = cast(Any, type("O", (), {"pending": 0})())
+    budget.blocked_for = 5.0  # a 429 block: consumption paused
+    replica._backpressure()
+    assert consumer.paused == {tp}
+    assigning = asyncio.create_task(replica.on_assigned({tp}))
+    await asyncio.sleep(0.05)
+    budget.blocked_for = 0.0  # the block ends while the read-back runs
+    replica._backpressure()
+    assert consumer.paused == {tp}  # still paused: its answers are not read back yet
+    readback.release.set()
+    await assigning
+    assert consumer.paused == set()
