@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ async def executor(
     *,
     statuses: InstanceStatuses = KNOWS_NOTHING,
     linger: float = 0.01,
+    clock: Callable[[], float] = time.monotonic,
     **pipeline: Any,
 ) -> AsyncIterator[Executor]:
     settings = PipelineSettings(backoff_initial_seconds=0.01, backoff_max_seconds=0.05, **pipeline)
@@ -72,7 +74,14 @@ async def executor(
         gate = AuthGate(probe, interval=0.05)
         try:
             yield Executor(
-                client, budget, coalescer, gate, settings, lookup=lookup, statuses=statuses
+                client,
+                budget,
+                coalescer,
+                gate,
+                settings,
+                lookup=lookup,
+                statuses=statuses,
+                clock=clock,
             )
         finally:
             await gate.aclose()
@@ -88,18 +97,22 @@ def edit_job(status: str) -> Job:
 
 async def test_transient_errors_until_the_deadline_fail_the_job() -> None:
     calls = 0
+    # The deadline is measured on a clock that only the answers move (each takes "1 s"), so the
+    # number of attempts does not depend on how fast the machine is.
+    now = 0.0
 
     def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
+        nonlocal calls, now
         calls += 1
+        now += 1.0
         return fail(503, 10001, "workflows.api.error.internal_server")
 
-    async with executor(handler, retry_deadline_seconds=0.3) as run:
+    async with executor(handler, retry_deadline_seconds=4.5, clock=lambda: now) as run:
         done = await run.run(edit_job("pause"))
     assert done.outcome is Outcome.FAILED
     assert isinstance(done.error, ServerError)
     assert done.attempts == calls
-    assert calls >= 3
+    assert calls == 5  # answers at 1..4 s leave room to retry; the one at 5 s is past 4.5 s
 
 
 async def test_429_is_waited_out_and_never_fails() -> None:
