@@ -151,6 +151,9 @@ class TopicSettings(_Section):
     commands: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["workflows.commands"])
     output: str = "workflows.instances"
     dlq: str = "workflows.commands.dlq"
+    #: The group's replicas share the API budget by demand through this compacted topic (one
+    #: partition, created when missing); empty: each replica takes its partitions' share.
+    budget: str = "workflows.budget"
 
     @field_validator("commands", mode="before")
     @classmethod

@@ -6,8 +6,11 @@ once that is exceeded, so the bridge paces itself instead of finding the limit:
 * a sliding window: never more than ``capacity`` grants in any window of ``window`` seconds (a
   full burst followed by a full refill would break that, so the log of grants is kept, not a
   token count);
-* ``capacity`` is this replica's share of the token's budget, re-split on every rebalance in
-  proportion to the partitions it holds;
+* ``capacity`` is this replica's part of the token's budget: either a share in proportion to the
+  partitions it holds, re-split on every rebalance (:meth:`RequestBudget.set_share`), or a number
+  of requests the group's replicas agreed on through their budget topic
+  (:meth:`RequestBudget.set_capacity`, see :mod:`bridge.pipeline.shares`); the creation limits
+  are always split by partitions;
 * ``Ratelimit`` response headers, when the API sends them, tighten the pace further;
 * a 429 blocks every call of this replica until ``Retry-After`` (or a whole window) has passed;
 * creations have their own per-second limits per workflow and per account;
@@ -48,6 +51,7 @@ class SlidingWindow:
         self._window = window * _SAFETY
         self._clock = clock
         self._share = 1.0
+        self._fixed: int | None = None
         self._log: deque[tuple[float, int]] = deque()
         self._logged = 0
         self._in_flight = 0
@@ -56,10 +60,19 @@ class SlidingWindow:
 
     @property
     def capacity(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
         return max(1, math.floor(self._full_capacity * self._share))
 
     def set_share(self, share: float) -> None:
         self._share = min(max(share, 0.0), 1.0)
+        self._fixed = None
+        self._ended.set()  # waiters look again
+
+    def set_capacity(self, units: int) -> None:
+        """Exactly ``units`` per window (0 stops every grant until it is raised again)."""
+        self._fixed = max(units, 0)
+        self._ended.set()  # waiters look again
 
     def _expire(self, now: float) -> None:
         while self._log and self._log[0][0] <= now - self._window:
@@ -95,15 +108,22 @@ class SlidingWindow:
         self._ended.set()
 
     async def acquire(self, units: int = 1) -> int:
-        """Wait for room and mark ``units`` in flight; returns the units to :meth:`end` later."""
-        units = min(units, self.capacity)
+        """Wait for room and mark ``units`` in flight; returns the units to :meth:`end` later.
+
+        More units than the capacity take the whole capacity; a capacity of 0 grants nothing
+        until it is raised.
+        """
         async with self._lock:  # FIFO: waiters are served in order
-            while (delay := self.wait_time(units)) != 0:
+            while True:
+                take = min(units, self.capacity)
+                delay = self.wait_time(take) if take > 0 else None
+                if delay == 0:
+                    break
                 self._ended.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ended.wait(), delay)
-            self.begin(units)
-        return units
+            self.begin(take)
+        return take
 
 
 @dataclass(slots=True)
@@ -139,6 +159,7 @@ class RequestBudget:
         self._hint_reset_at = 0.0
         self._share = 1.0
         self._requests_full = requests
+        self._creation_share = 1.0
         self._background: SlidingWindow | None = None
         #: Set whenever a command's wait ends or a request is answered: background waiters look.
         self._changed = asyncio.Event()
@@ -147,15 +168,27 @@ class RequestBudget:
     # -- sharing -----------------------------------------------------------------------
 
     def set_share(self, share: float) -> None:
-        """This replica's fraction of the token's budget (its partitions / all partitions)."""
+        """This replica's fraction of the token's budget (its partitions / all partitions), for
+        requests and creations alike."""
         self._share = share
         self.requests.set_share(share)
+        self.set_creation_share(share)
+
+    def set_capacity(self, requests: int) -> None:
+        """This replica's requests per window, as the group agreed (0: none for now)."""
+        self.requests.set_capacity(requests)
+        self._share = requests / self._requests_full
+
+    def set_creation_share(self, share: float) -> None:
+        """This replica's fraction of the creation limits (its partitions / all partitions)."""
+        self._creation_share = share
         self._account_creations.set_share(share)
         for window in self._workflow_creations.values():
             window.set_share(share)
 
     @property
     def share(self) -> float:
+        """The fraction of the token's requests this replica may spend now."""
         return self._share
 
     def set_background_share(self, share: float) -> None:
@@ -174,7 +207,7 @@ class RequestBudget:
         window = self._workflow_creations.get(workflow)
         if window is None:
             window = SlidingWindow(self._creations_per_workflow, 1.0, clock=self._clock)
-            window.set_share(self._share)
+            window.set_share(self._creation_share)
             self._workflow_creations[workflow] = window
         return window
 

@@ -55,6 +55,7 @@ from bridge.pipeline.keyed import KeyedRunner
 from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.outbox import Outbox, PendingCommand
 from bridge.pipeline.readback import Ledger, ReadBack
+from bridge.pipeline.share_exchange import ShareExchange
 from bridge.pipeline.translate import (
     Job,
     Origin,
@@ -151,6 +152,11 @@ class Bridge:
                 return None
             delay = min(delay * 2, _START_RETRY_MAX_SECONDS)
 
+    @property
+    def replica(self) -> Replica | None:
+        """The running parts, while the bridge serves."""
+        return self._replica
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this replica can do its work now, and why not."""
         replica = self._replica
@@ -211,6 +217,9 @@ async def open_replica(
                 on_exchange=exchanged,
             )
         )
+        # Entered before the intake, left after it: the replica's last record (what it let
+        # through still counts) is written once its work has drained.
+        shares = await stack.enter_async_context(ShareExchange(settings, budget))
         linger = pipeline.batch_linger_ms / 1000
         coalescer = await stack.enter_async_context(
             Coalescer(client, budget, linger_seconds=linger)
@@ -231,6 +240,7 @@ async def open_replica(
             settings,
             budget=budget,
             gate=gate,
+            shares=shares,
             executor=Executor(
                 client,
                 budget,
@@ -300,6 +310,7 @@ class Replica:
         *,
         budget: RequestBudget,
         gate: AuthGate,
+        shares: ShareExchange,
         executor: Executor,
         outbox: Outbox,
         consumer: AIOKafkaConsumer,
@@ -312,6 +323,7 @@ class Replica:
         self.tracing = tracing if tracing is not None else Tracing()
         self.budget = budget
         self.gate = gate
+        self.shares = shares
         self.executor = executor
         self.outbox = outbox
         self.consumer = consumer
@@ -398,6 +410,7 @@ class Replica:
             "partitions": partitions,
             "pending": self.outbox.pending,
             "budget": self.budget.snapshot(),
+            "budget_sharing": self.shares.mode,
         }
         if self.gate.last_error is not None:
             detail["api_error"] = str(self.gate.last_error)
@@ -542,7 +555,7 @@ class Replica:
         )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Read back what is already answered, then take this replica's share of the budget.
+        """Read back what is already answered, then tell the budget shares the partitions.
 
         The new partitions stay paused while the read-back runs; it never raises (aiokafka
         would swallow the error and leave them paused): a failed read-back is logged and the
@@ -567,18 +580,18 @@ class Replica:
         self._share(assigned)
 
     def _share(self, assigned: set[TopicPartition]) -> None:
-        """Take this replica's share of the token's budget: its part of all partitions."""
+        """Tell the budget shares which part of all partitions this replica holds now."""
         consumer = self.consumer
         total = 0
         for topic in self.settings.topics.commands:
             partitions = consumer.partitions_for_topic(topic)
             total += len(partitions) if partitions else 0
-        share = len(consumer.assignment()) / total if total else 1.0
-        self.budget.set_share(share)
+        self.shares.set_partitions(len(consumer.assignment()), total)
         if self._paused:
             consumer.pause(*consumer.assignment())
         log.info(
             "partitions_assigned",
             partitions=sorted(str(tp) for tp in assigned),
-            budget_share=round(share, 4),
+            budget_share=round(self.budget.share, 4),
+            budget_sharing=self.shares.mode,
         )

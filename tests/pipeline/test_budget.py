@@ -239,3 +239,26 @@ async def test_background_work_waits_out_a_429_block() -> None:
     async with budget.background_slot():
         pass
     assert loop.time() - started >= 0.28
+
+
+async def test_a_capacity_of_zero_grants_nothing_until_it_is_raised() -> None:
+    budget = RequestBudget(
+        requests=10, window_seconds=10, creations_per_workflow=100, creations_per_account=300
+    )
+    budget.set_capacity(0)
+    assert budget.share == 0.0
+    assert budget.max_batch("wf") == 100  # creation limits keep their partitions' split
+
+    async def one() -> None:
+        async with budget.slot():
+            pass
+
+    waiting = asyncio.create_task(one())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    assert budget.stats.waiting == 1
+    budget.set_capacity(3)  # the group agreed: the waiter goes at once
+    await asyncio.wait_for(waiting, 30)
+    assert budget.requests.capacity == 3
+    assert budget.share == 0.3

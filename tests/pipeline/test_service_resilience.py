@@ -4,6 +4,7 @@ rate limits and a shared budget — each against the emulator behaving like prod
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from bridge.config import PipelineSettings
 from bridge.local import EmbeddedTansu, ensure_topics
@@ -352,8 +355,9 @@ async def test_a_429_block_is_waited_out_without_failing_commands(
         assert len([e for e in view.events if e[0] == "e"]) == 40
 
 
+@pytest.mark.parametrize("sharing", ["demand", "static"])
 async def test_two_replicas_share_one_budget(
-    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer, sharing: str
 ) -> None:
     topics = await make_topics(new_topic, 4)
     budget = RequestBudget(requests=40, window_seconds=2.0, block_seconds=2.0)
@@ -374,6 +378,8 @@ async def test_two_replicas_share_one_budget(
             budget_requests=40,
             budget_window_seconds=2.0,
         )
+        if sharing == "static":
+            settings.topics.budget = ""
         async with running_bridge(settings) as first, running_bridge(settings) as second:
             async with asyncio.timeout(30):
                 while first.budget.share > 0.5 or second.budget.share > 0.5:
@@ -390,6 +396,70 @@ async def test_two_replicas_share_one_budget(
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands)
             await reader.until(results=len(commands), within=120)
             assert first.budget.share + second.budget.share <= 1.0
+            modes = {bridge.readiness()[1]["budget_sharing"] for bridge in (first, second)}
+            assert modes == {"dynamic" if sharing == "demand" else "static"}
+        assert emulator.stats.rate_limited == 0
+        assert {r["outcome"] for r in reader.results} == {"ok"}
+
+
+async def test_the_busy_replica_takes_the_budget_the_idle_one_leaves(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Namer
+) -> None:
+    # Two replicas, all the load on the partition of one of them: its capacity grows past its
+    # static half as the other gives up what it does not use, and the API never says 429.
+    topics = await make_topics(new_topic, 2)
+    budget = RequestBudget(requests=40, window_seconds=2.0, block_seconds=2.0)
+    config = EmulatorConfig(workflows={"wf": _listening()}, budget=budget)
+    async with (
+        Emulator(config) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as reader,
+    ):
+        for n in range(8):
+            emulator.add_instance("wf", f"k-{n}")
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            budget_requests=40,
+            budget_window_seconds=2.0,
+        )
+        async with running_bridge(settings) as first, running_bridge(settings) as second:
+            replicas: dict[int, Bridge] = {}
+            async with asyncio.timeout(60):
+                while len(replicas) < 2:
+                    await asyncio.sleep(0.05)
+                    replicas = {
+                        tp.partition: bridge
+                        for bridge in (first, second)
+                        if bridge.replica is not None
+                        for tp in bridge.replica.consumer.assignment()
+                    }
+                    if set(replicas.values()) != {first, second}:
+                        replicas = {}
+            busy, idle = replicas[0], replicas[1]
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+            await producer.start()
+            try:
+                for n in range(200):
+                    command = {
+                        "action": "send_event",
+                        "workflow": "wf",
+                        "instance_id": f"k-{n % 8}",
+                        "event_type": "e",
+                    }
+                    await producer.send(topics.commands, json.dumps(command).encode(), partition=0)
+                await producer.flush()
+            finally:
+                await producer.stop()
+            most = 0
+            async with asyncio.timeout(120):
+                while len(reader.results) < 200:
+                    await reader.until(results=min(len(reader.results) + 1, 200), within=120)
+                    capacities = busy.budget.requests.capacity, idle.budget.requests.capacity
+                    assert sum(capacities) <= 40, capacities
+                    most = max(most, capacities[0])
+        assert most > 20, most  # more than its partition's static half
         assert emulator.stats.rate_limited == 0
         assert {r["outcome"] for r in reader.results} == {"ok"}
 

@@ -62,7 +62,12 @@ def bridge_settings(
             heartbeat_interval_ms=500,
             idempotent_producer=broker.flavour is not Flavour.TANSU,
         ),
-        topics=TopicSettings(commands=[topics.commands], output=topics.output, dlq=topics.dlq),
+        topics=TopicSettings(
+            commands=[topics.commands],
+            output=topics.output,
+            dlq=topics.dlq,
+            budget=f"{topics.commands}.budget",
+        ),
         cloudflare=CloudflareSettings(
             account_id="test-account",
             api_token=emulator.config.token,
