@@ -167,7 +167,10 @@ LIVE_GAUGES: Mapping[str, str] = {
     "partitions_assigned": "Command partitions assigned to this replica.",
     "commands_in_flight": "Commands consumed and not yet settled (results written, offset done).",
     "budget_capacity_requests": "Requests this replica may make per budget window (its share).",
-    "budget_share": "This replica's share of the token's budget (its part of all partitions).",
+    "budget_share": (
+        "This replica's part of the group's budget: its demand's share, agreed through the "
+        "budget topic (or its part of all partitions without one)."
+    ),
     "budget_used_requests": "Requests made in the current budget window.",
     "budget_remaining_requests": "Requests left in the current budget window.",
     "budget_blocked_seconds": "Seconds until calls may resume after a 429 (0: not blocked).",

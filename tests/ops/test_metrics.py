@@ -172,7 +172,8 @@ async def test_a_running_bridge_feeds_every_metric(
     assert _value(samples, "workflows_bridge_api_token_ok") == 1
     assert _value(samples, "workflows_bridge_partitions_assigned") == 1
     assert _value(samples, "workflows_bridge_budget_capacity_requests") > 0
-    assert _value(samples, "workflows_bridge_budget_share") == 1
+    # Alone in its group, with little to do: what it uses plus its headroom (2 %), not all.
+    assert 0 < _value(samples, "workflows_bridge_budget_share") < 0.5
     assert _value(samples, "workflows_bridge_budget_used_requests") >= 3
     assert (
         _value(samples, "workflows_bridge_consumer_lag", topic=topics.commands, partition="0") == 0
