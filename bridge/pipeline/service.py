@@ -310,14 +310,16 @@ class Replica:
         *,
         budget: RequestBudget,
         gate: AuthGate,
-        shares: ShareExchange,
         executor: Executor,
         outbox: Outbox,
         consumer: AIOKafkaConsumer,
         readback: ReadBack,
+        shares: ShareExchange | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
     ) -> None:
+        """``shares`` agrees this replica's part of the group's budget with the other replicas;
+        without it the replica takes its partitions' share."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.tracing = tracing if tracing is not None else Tracing()
@@ -402,6 +404,10 @@ class Replica:
             lags[(tp.topic, tp.partition)] = max(0, highwater - position)
         self.metrics.set_lag(lags)
 
+    @property
+    def _sharing(self) -> str:
+        return "static" if self.shares is None else self.shares.mode
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         partitions = len(self.consumer.assignment())
         detail: dict[str, Any] = {
@@ -410,7 +416,7 @@ class Replica:
             "partitions": partitions,
             "pending": self.outbox.pending,
             "budget": self.budget.snapshot(),
-            "budget_sharing": self.shares.mode,
+            "budget_sharing": self._sharing,
         }
         if self.gate.last_error is not None:
             detail["api_error"] = str(self.gate.last_error)
@@ -586,12 +592,17 @@ class Replica:
         for topic in self.settings.topics.commands:
             partitions = consumer.partitions_for_topic(topic)
             total += len(partitions) if partitions else 0
-        self.shares.set_partitions(len(consumer.assignment()), total)
+        mine = len(consumer.assignment())
+        share = mine / total if total else 1.0
+        if self.shares is None:
+            self.budget.set_share(share)
+        else:
+            self.shares.set_partitions(mine, total)
         if self._paused:
             consumer.pause(*consumer.assignment())
         log.info(
             "partitions_assigned",
             partitions=sorted(str(tp) for tp in assigned),
-            budget_share=round(self.budget.share, 4),
-            budget_sharing=self.shares.mode,
+            partition_share=round(share, 4),
+            budget_sharing=self._sharing,
         )
