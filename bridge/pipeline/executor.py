@@ -17,9 +17,10 @@
   does not exist is ``rejected``, like every 404 of it.
 
 Creates, terminates (without ``rollback``) and deletes of one workflow share bulk calls through
-:mod:`bridge.pipeline.coalesce`; each still gets its own outcome. A terminate whose bulk call
-cannot say whether it was terminated (the call terminated fewer ids than it was sent) reads its
-instance's status, and is sent alone only if it is still live.
+:mod:`bridge.pipeline.coalesce`; each still gets its own outcome. When a bulk terminate ended
+fewer instances than it was sent (it answers a count, not which), its ids learn their statuses
+from one shared scan of ``list`` pages, and only those not seen terminated are sent alone: one
+finished instance in a batch of 100 costs a page or a few and its own request, not 100 ``get``s.
 """
 
 from __future__ import annotations
@@ -271,14 +272,19 @@ class Executor:
         if answer.termination is Termination.TERMINATED:
             return self._ok("terminated", tally)
         if answer.termination is Termination.UNSETTLED:
-            # The call terminated fewer ids than it was sent and does not say which: look (at
-            # the API: what the bridge knew from before the call is out of date now).
-            state = await self._request(
-                tally, lambda: self._client.get(job.workflow, job.instance_id)
-            )
-            if state.result.status == "terminated":
+            # The call terminated fewer ids than it was sent and does not say which: look at the
+            # API (what the bridge knew from before the call is out of date now), in one scan
+            # shared by every id of the batch.
+            if self._lookup is not None:
+                status = await self._lookup.status(job.workflow, job.instance_id)
+            else:
+                got = await self._request(
+                    tally, lambda: self._client.get(job.workflow, job.instance_id)
+                )
+                status = got.result.status
+            if status == "terminated":
                 return self._ok("terminated", tally)
-        # Still live (or a terminate-all job made the call do nothing): this id alone.
+        # Still live, not seen (or a terminate-all job made the call do nothing): this id alone.
         return await self._edit(job, op, tally)
 
     async def _delete(self, job: Job, tally: _Tally, *, alone: bool) -> JobOutcome:
