@@ -21,6 +21,7 @@ were never seen by anyone, so their commands must be answered again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -201,10 +202,18 @@ class ReadBack:
         """Answers already written for commands of ``partitions`` past their committed offsets."""
         if not self._max_records or not partitions:
             return Scan(Ledger(), {})
-        try:
-            return await self._scan(partitions)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"reading back answers failed: {exc}") from exc
+        # Right after a broker restart or pause the group coordinator or a leader may not be
+        # there yet: retry within the time the read-back may take, then give up.
+        deadline, delay = time.monotonic() + self._timeout, 0.25
+        while True:
+            try:
+                return await self._scan(partitions)
+            except KafkaError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise KafkaUnavailable(f"reading back answers failed: {exc}") from exc
+                log.info("readback_retry", error=str(exc), retry_in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _scan(self, partitions: set[TopicPartition]) -> Scan:
         started = time.monotonic()

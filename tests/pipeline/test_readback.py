@@ -11,9 +11,11 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from bridge.config import CloudflareSettings, KafkaSettings, Settings
+from bridge.config import CloudflareSettings, KafkaSettings, PipelineSettings, Settings
 from bridge.contract.deadletter import HEADER_PREFIX
+from bridge.errors import KafkaUnavailable
 from bridge.local.emulator import Emulator, EmulatorConfig, Faults, WorkflowBehaviour
 from bridge.local.emulator.config import WaitForEventStep
 from bridge.pipeline.auth_gate import AuthGate
@@ -272,12 +274,13 @@ class _Consumer:
 
 class _Budget:
     blocked_for = 0.0
+    share = 1.0
 
     def snapshot(self) -> dict[str, Any]:
         return {}
 
     def set_share(self, share: float) -> None:
-        pass
+        self.share = share
 
 
 class _SlowReadBack:
@@ -320,3 +323,84 @@ async def test_partitions_being_read_back_stay_paused_when_a_stall_ends() -> Non
     readback.release.set()
     await assigning
     assert consumer.paused == set()
+
+
+async def test_readback_retries_while_the_broker_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the fault run: right after the broker was resumed the group coordinator was not
+    there yet; the read-back failed and the replica carried out 700 commands already answered."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+        pipeline=PipelineSettings(readback_timeout_seconds=3),
+    )
+    readback = ReadBack(settings)
+    calls = 0
+
+    async def flaky(partitions: set[TopicPartition]) -> Scan:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise GroupCoordinatorNotAvailableError()
+        return Scan(Ledger(), {}, records=7)
+
+    try:
+        monkeypatch.setattr(readback, "_scan", flaky)
+        assert (await readback.scan({TP})).records == 7
+        assert calls == 3
+
+        async def down(partitions: set[TopicPartition]) -> Scan:
+            raise GroupCoordinatorNotAvailableError()
+
+        monkeypatch.setattr(readback, "_scan", down)
+        with pytest.raises(KafkaUnavailable, match="reading back answers failed"):
+            await readback.scan({TP})  # gives up within its timeout
+    finally:
+        await readback.__aexit__(None, None, None)
+
+
+class _Outbox:
+    pending = 0
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+        self.share_while_draining: float | None = None
+
+    def job_dropped(self, command: object) -> None:
+        pass
+
+    async def wait_settled(self, partitions: object, within: float) -> bool:
+        self.share_while_draining = self.budget.share
+        return True
+
+    async def commit(self, consumer: object, partitions: object = None) -> None:
+        pass
+
+    def forget(self, tp: TopicPartition) -> None:
+        pass
+
+
+async def test_a_replica_giving_up_partitions_stops_spending_their_budget_share_at_once() -> None:
+    """Found by the fault run: replicas draining after the broker pause kept their old share
+    while the new owner already had all partitions' share; together they drew a 429."""
+    mine, kept = TopicPartition("cmd", 0), TopicPartition("cmd", 1)
+    consumer, budget = _Consumer({mine, kept, TopicPartition("cmd", 2)}), _Budget()
+    consumer._assigned = {mine, kept}
+    consumer.partitions_for_topic = lambda topic: {0, 1, 2, 3}  # type: ignore[method-assign]
+    outbox = _Outbox(budget)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    replica = Replica(
+        settings,
+        budget=cast(Any, budget),
+        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
+        executor=cast(Any, None),
+        outbox=cast(Any, outbox),
+        consumer=cast(Any, consumer),
+        readback=cast(Any, _SlowReadBack()),
+    )
+    await replica.on_revoked({mine})
+    assert outbox.share_while_draining == 0.25  # only the kept partition's, before the drain
