@@ -52,6 +52,8 @@ class PendingCommand:
     remaining: int
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
     abandoned: bool = False
+    #: The partition's ownership it was consumed under (see :meth:`Outbox.forget`).
+    epoch: int = 0
 
 
 class Outbox:
@@ -66,6 +68,8 @@ class Outbox:
         self._settle_changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._in_transaction = False
+        #: Bumped when a partition is given up: commands consumed before are no longer ours.
+        self._epochs: dict[TopicPartition, int] = defaultdict(int)
         #: A transaction failed: the producer is unusable and the bridge is stopping.
         self._broken = False
         #: Per partition, from a read-back: commits up to the offset keep saying "since" no
@@ -85,11 +89,17 @@ class Outbox:
             raise ValueError("a command ends with at least one job")
         self._tracker.add(tp, origin.offset, time.time())
         self._open[tp] += 1
-        return PendingCommand(origin, tp, remaining=jobs)
+        return PendingCommand(origin, tp, remaining=jobs, epoch=self._epochs[tp])
 
     async def job_done(self, command: PendingCommand, records: list[OutRecord]) -> None:
         """One job of ``command`` ended with ``records``: send them (into the open transaction,
-        with a transactional id); the offset finishes once the broker has them all."""
+        with a transactional id); the offset finishes once the broker has them all.
+
+        A command of a partition given up meanwhile writes nothing: its new owner answers it
+        (found by the fault run: a job still running when the drain timed out wrote its result
+        after the new owner's read-back, which then answered the command a second time)."""
+        if command.epoch != self._epochs[command.tp]:
+            command.abandoned = True
         if not command.abandoned and records:
             try:
                 if self._transactional:
@@ -164,6 +174,7 @@ class Outbox:
         self._tracker.forget(tp)
         self._open.pop(tp, None)
         self._floors.pop(tp, None)
+        self._epochs[tp] += 1
 
     # -- internals -----------------------------------------------------------------------
 
@@ -172,7 +183,7 @@ class Outbox:
         if command.remaining > 0:
             return
         if command.abandoned:
-            self._settle(command.tp)
+            self._settle(command)
         else:
             self._finish_on_acks(command)
 
@@ -210,10 +221,11 @@ class Outbox:
                 break
         else:
             self._tracker.finish(command.tp, command.origin.offset)
-        self._settle(command.tp)
+        self._settle(command)
 
-    def _settle(self, tp: TopicPartition) -> None:
-        self._open[tp] -= 1
+    def _settle(self, command: PendingCommand) -> None:
+        if command.epoch == self._epochs[command.tp]:  # a given-up partition counts no more
+            self._open[command.tp] -= 1
         self._settle_changed.set()
 
     def _marked(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:

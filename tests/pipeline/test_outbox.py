@@ -153,3 +153,21 @@ async def test_commits_say_since_when_anything_past_them_was_written() -> None:
     [mark] = consumer.commits[-1].values()
     assert mark.offset == 7
     assert metadata_time(mark.metadata) >= taken - 0.001  # type: ignore[operator]  # ms
+
+
+async def test_a_command_of_a_partition_given_up_writes_nothing() -> None:
+    """Found by the fault run: a job still running when the drain timed out wrote its result
+    after the partition's new owner had read back, and the command was answered twice."""
+    producer = FakeProducer()
+    outbox = Outbox(_settings(), producer)
+    late = outbox.accept(TP, _origin(0), jobs=1)
+    outbox.forget(TP)  # revoked; the drain timed out with the job still running
+    again = outbox.accept(TP, _origin(1), jobs=1)  # the partition came back meanwhile
+    await outbox.job_done(late, [RECORD])
+    assert producer.futures == []  # nothing written: the new owner answers it
+    assert not await outbox.wait_settled({TP}, 0.05)  # offset 1 still counts, offset 0 not
+    await outbox.job_done(again, [RECORD])
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    assert await outbox.wait_settled({TP}, 1.0)
+    assert outbox.fatal is None
