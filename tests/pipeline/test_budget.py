@@ -262,3 +262,21 @@ async def test_a_capacity_of_zero_grants_nothing_until_it_is_raised() -> None:
     await asyncio.wait_for(waiting, 30)
     assert budget.requests.capacity == 3
     assert budget.share == 0.3
+
+
+async def test_a_waiter_follows_the_share_as_it_changes() -> None:
+    """Found by the fault run: a batch's creations waited for room when the replica's share
+    dropped during a revocation (its capacity below the batch, no request left in flight to
+    wake it); when the share came back nothing woke it, and the replica stalled for good."""
+    window = SlidingWindow(3, 0.2)
+    for _ in range(3):
+        window.begin()
+    waiter = asyncio.create_task(window.acquire(3))
+    await asyncio.sleep(0.01)
+    window.set_share(0.0)  # capacity 1: three can never fit
+    for _ in range(3):
+        window.end()
+    await asyncio.sleep(0.05)
+    window.set_share(1.0)
+    async with asyncio.timeout(5):
+        assert await waiter == 3
