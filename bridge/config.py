@@ -44,6 +44,7 @@ from pydantic_settings import (
 )
 
 from bridge.cloudflare.bodies import DEFAULT_BASE_URL
+from bridge.contract.rules import MAX_WORKFLOW_NAME, name_problem
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "BRIDGE_"
@@ -154,6 +155,8 @@ class TopicSettings(_Section):
     #: The group's replicas share the API budget by demand through this compacted topic (one
     #: partition, created when missing); empty: each replica takes its partitions' share.
     budget: str = "workflows.budget"
+    #: The instance-state stream's topic (e.g. a compacted one); unset: the output topic.
+    states: str | None = None
 
     @field_validator("commands", mode="before")
     @classmethod
@@ -244,6 +247,41 @@ class PipelineSettings(_Section):
     readback_timeout_seconds: float = Field(default=90.0, gt=0)
 
 
+class StateSettings(_Section):
+    """The instance-state stream: which instances are followed, from where, at what cost."""
+
+    enabled: bool = True
+    #: Workflows followed besides those seen in commands (comma-separated).
+    workflows: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: The Cloudflare Queue that Event Subscriptions feed; unset: polling is the only source.
+    queue_id: str | None = Field(default=None, min_length=1)
+    #: The largest fraction of the request budget that state tracking (lists, gets) may use.
+    budget_share: float = Field(default=0.1, gt=0, le=1)
+    #: One ``get`` per ``complete``/``errored`` instance for its output or error.
+    fetch_output: bool = True
+    #: Pause between polling sweeps when no queue is configured (the budget share may space
+    #: them further).
+    poll_interval_seconds: float = Field(default=10.0, gt=0)
+    #: Pause between reconciliation sweeps when a queue is configured.
+    reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    #: How long queue events are held so that late ones can be put in event-time order.
+    reorder_window_seconds: float = Field(default=1.0, ge=0)
+
+    @field_validator("workflows", mode="before")
+    @classmethod
+    def _commas(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("workflows")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            problem = name_problem(name, what="workflow name", max_length=MAX_WORKFLOW_NAME)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+
 class Settings(BaseSettings):
     """Everything ``workflows-bridge run`` needs; built in code, it reads only what it is given."""
 
@@ -258,6 +296,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     cloudflare: CloudflareSettings
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    states: StateSettings = Field(default_factory=StateSettings)
     #: Port of the ``/livez`` and ``/readyz`` endpoint; 0 turns it off.
     health_port: int = Field(default=8080, ge=0, le=65535)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

@@ -56,6 +56,7 @@ from bridge.pipeline.lookup import StatusLookup
 from bridge.pipeline.outbox import Outbox, PendingCommand
 from bridge.pipeline.readback import Ledger, ReadBack
 from bridge.pipeline.share_exchange import ShareExchange
+from bridge.pipeline.statuses import KNOWS_NOTHING
 from bridge.pipeline.translate import (
     Job,
     Origin,
@@ -65,6 +66,7 @@ from bridge.pipeline.translate import (
     records_for_invalid,
     records_for_job,
 )
+from bridge.states.role import StateRole
 
 log = structlog.get_logger(__name__)
 
@@ -236,28 +238,41 @@ async def open_replica(
         stack.push_async_callback(gate.aclose)
         producer = await _started_producer(settings, stack)
         readback = await stack.enter_async_context(ReadBack(settings))
+        outbox = Outbox(settings, producer)
+        states = (
+            StateRole(settings, client, budget, gate, on_fatal=outbox.stop_for)
+            if settings.states.enabled
+            else None
+        )
+        executor = Executor(
+            client,
+            budget,
+            coalescer,
+            gate,
+            pipeline,
+            lookup=lookup,
+            statuses=KNOWS_NOTHING if states is None else states,
+            on_retry=metrics.api_retry,
+        )
         replica = Replica(
             settings,
             budget=budget,
             gate=gate,
             shares=shares,
-            executor=Executor(
-                client,
-                budget,
-                coalescer,
-                gate,
-                pipeline,
-                lookup=lookup,
-                on_retry=metrics.api_retry,
-            ),
-            outbox=Outbox(settings, producer),
+            executor=executor,
+            outbox=outbox,
             consumer=kafka_io.make_consumer(settings),
             readback=readback,
             metrics=metrics,
             tracing=tracing,
+            states=states,
         )
         await stack.enter_async_context(replica.runner)
         await _start_consumer(replica, stack)
+        if states is not None:
+            # Entered after the consumer, so left before it: the follower hands over before this
+            # replica leaves the group and another one takes the role.
+            await stack.enter_async_context(states)
         # One request now: a broken token is not ready (and parks) before the first command.
         await gate.verify()
         yield replica
@@ -317,12 +332,15 @@ class Replica:
         shares: ShareExchange | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        states: StateRole | None = None,
     ) -> None:
         """``shares`` agrees this replica's part of the group's budget with the other replicas;
         without it the replica takes its partitions' share."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.tracing = tracing if tracing is not None else Tracing()
+        #: The instance-state stream's role (None when it is turned off).
+        self.states = states
         self.budget = budget
         self.gate = gate
         self.shares = shares
@@ -420,6 +438,8 @@ class Replica:
         }
         if self.gate.last_error is not None:
             detail["api_error"] = str(self.gate.last_error)
+        if self.states is not None:
+            detail["states"] = self.states.snapshot()
         return self.gate.is_open and self.gate.verified and partitions > 0, detail
 
     # -- intake ------------------------------------------------------------------------
@@ -558,6 +578,8 @@ class Replica:
         for tp in revoked:
             outbox.forget(tp)
             self.ledger.forget(tp)
+        if self.states is not None:
+            await self.states.on_revoked(revoked)
         log.info(
             "partitions_revoked",
             partitions=sorted(str(tp) for tp in revoked),
@@ -610,6 +632,8 @@ class Replica:
         share = self._hold_share(consumer.assignment())
         if self._paused:
             consumer.pause(*consumer.assignment())
+        if self.states is not None:
+            self.states.on_assigned(set(consumer.assignment()))
         log.info(
             "partitions_assigned",
             partitions=sorted(str(tp) for tp in assigned),

@@ -86,6 +86,8 @@ class Observation:
     version_id: str | None = None
     output: Any = None
     error: InstanceError | None = None
+    #: True once a ``get`` has added the output or error (or found there is none to add).
+    fetched: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -209,6 +211,11 @@ class Tracker:
         self._remember(obs.key, obs.status, obs.time, weak=obs.weak, version_id=version_id)
         return record
 
+    def forget(self, workflow: str, instance_id: str) -> None:
+        """Stop following an instance the API no longer knows (deleted, or past retention)."""
+        self._entries.pop((workflow, instance_id), None)
+        self._live.get(workflow, set()).discard(instance_id)
+
     def restore(self, record: StateRecord) -> None:
         """Take a state record already published (read back from Kafka) as the current state."""
         time = as_utc(record.event_at if record.event_at is not None else record.at)
@@ -258,6 +265,11 @@ def _inferred(obs: Observation, previous: str | None) -> bool:
     return obs.status not in _DIRECT.get(previous, frozenset())
 
 
+def order_key(obs: Observation) -> tuple[datetime, int]:
+    """The order to apply observations in: by time, then lifecycle rank."""
+    return (obs.time, rank(obs.status))
+
+
 def ordered(observations: Iterable[Observation]) -> Iterator[Observation]:
-    """Observations in the order to apply them: by time, then lifecycle rank."""
-    return iter(sorted(observations, key=lambda o: (o.time, rank(o.status))))
+    """Observations in the order to apply them (see :func:`order_key`)."""
+    return iter(sorted(observations, key=order_key))

@@ -66,3 +66,52 @@ def test_each_event_type_announces_its_rest_status(kind: str, status: str) -> No
 def test_envelopes_missing_what_matters_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(BadEvent):
         observation(bad, at=AT)
+
+
+def _result(**changes: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "kind": "result",
+        "command_id": "c",
+        "action": "create",
+        "workflow": "orders",
+        "instance_id": "o-1",
+        "outcome": "ok",
+        "status": "queued",
+        "at": "2026-11-30T10:00:00.5Z",
+    }
+    value.update(changes)
+    return value
+
+
+def test_command_results_are_weak_observations_of_their_kind() -> None:
+    from bridge.states.results import result_observation
+    from bridge.states.tracker import Kind
+
+    born = result_observation(_result())
+    assert born is not None
+    assert (born.kind, born.source, born.status, born.event_at) == (
+        Kind.BIRTH,
+        "command",
+        "queued",
+        None,
+    )
+    assert born.at == datetime(2026, 11, 30, 10, 0, 0, 500000, tzinfo=UTC)
+    taken = result_observation(_result(outcome="already_exists", status="running"))
+    assert taken is not None
+    assert taken.kind is Kind.BIRTH
+    restarted = result_observation(_result(action="restart"))
+    assert restarted is not None
+    assert restarted.kind is Kind.RESTART
+    paused = result_observation(_result(action="pause", status="waitingForPause"))
+    assert paused is not None
+    assert paused.kind is Kind.SIGHTING
+    for says_nothing in (
+        _result(kind="state"),
+        _result(action="send_event", status=None),
+        _result(outcome="rejected", status=None),
+        _result(outcome="failed"),
+        _result(action="delete", status="terminated"),
+        _result(at="not a time"),
+        _result(workflow=None),
+    ):
+        assert result_observation(says_nothing) is None

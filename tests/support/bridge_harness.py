@@ -19,6 +19,7 @@ from bridge.config import (
     KafkaSettings,
     PipelineSettings,
     Settings,
+    StateSettings,
     TopicSettings,
 )
 from bridge.local.emulator import Emulator
@@ -52,8 +53,12 @@ def bridge_settings(
     *,
     group: str,
     pipeline: PipelineSettings | None = None,
+    states: StateSettings | None = None,
     **cloudflare: Any,
 ) -> Settings:
+    """Settings for the session broker and ``emulator``. The state stream is off unless
+    ``states`` turns it on: it polls the API, which would change the request counts that the
+    command tests assert."""
     return Settings(
         kafka=KafkaSettings(
             bootstrap_servers=broker.bootstrap_servers,
@@ -76,6 +81,7 @@ def bridge_settings(
         ),
         pipeline=pipeline
         or PipelineSettings(backoff_initial_seconds=0.05, backoff_max_seconds=0.5),
+        states=states or StateSettings(enabled=False),
         log_format="json",
         health_port=0,
     )
@@ -127,7 +133,8 @@ async def send_commands(
 
 
 class OutputReader:
-    """Reads every record of the output and dead-letter topics from the beginning."""
+    """Reads every record of the output and dead-letter topics from the beginning; ``results``
+    holds the command results, ``states`` the state records."""
 
     def __init__(
         self, bootstrap: str, topics: Topics, *, isolation_level: str = "read_uncommitted"
@@ -142,6 +149,7 @@ class OutputReader:
             isolation_level=isolation_level,
         )
         self.results: list[dict[str, Any]] = []
+        self.states: list[dict[str, Any]] = []
         self.dead_letters: list[Any] = []
 
     async def __aenter__(self) -> OutputReader:
@@ -166,8 +174,12 @@ class OutputReader:
                 for record in records:
                     if record.topic == self._topics.dlq:
                         self.dead_letters.append(record)
+                        continue
+                    value = json.loads(record.value or b"null")
+                    if isinstance(value, dict) and value.get("kind") == "state":
+                        self.states.append(value)
                     else:
-                        self.results.append(json.loads(record.value or b"null"))
+                        self.results.append(value)
 
     def answered(self) -> Counter[tuple[str, int, int]]:
         """Results per command record, by its (topic, partition, offset)."""

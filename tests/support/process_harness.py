@@ -46,6 +46,8 @@ class BridgeProcess:
             "BRIDGE_PIPELINE__COMMIT_INTERVAL_SECONDS": "0.2",
             "BRIDGE_LOG_FORMAT": "json",
             "BRIDGE_HEALTH_PORT": "0",
+            # Off unless a test turns it on (see bridge_settings).
+            "BRIDGE_STATES__ENABLED": "false",
             **(extra_env or {}),
         }
         self.process: asyncio.subprocess.Process | None = None
