@@ -122,10 +122,7 @@ class Follower:
                     fetch_output=settings.states.fetch_output,
                     workers=WORKERS,
                     on_fatal=self._fail,
-                    # Without a queue polls need no merging: they are the only timed source.
-                    reorder_window=settings.states.reorder_window_seconds
-                    if settings.states.queue_id is not None
-                    else 0.0,
+                    reorder_window=settings.states.reorder_window_seconds,
                 )
             )
             self.sink = sink

@@ -114,6 +114,7 @@ class Poller:
                     event_at=None if found.end is None else as_utc(found.end),
                     kind=Kind.ENDED,
                     version_id=found.version_id,
+                    created_at=None if found.queued is None else as_utc(found.queued),
                 )
                 error = found.error
                 sink.hold(
@@ -156,5 +157,6 @@ class Poller:
                 at=datetime.now(UTC),
                 event_at=as_utc(item.modified_on),
                 version_id=item.version_id,
+                created_at=None if item.created_on is None else as_utc(item.created_on),
             )
         )

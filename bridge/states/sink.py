@@ -1,13 +1,13 @@
 """Observations in, state records out: per instance in arrival order, details fetched, published.
 
-Every source submits its observations here. Queue events and, with a queue, polls are first
-*held* for the reorder window and released in event-time order, so that the two merge in the
-order things happened. Those of one instance are handled one at a time in the order submitted
-(instances run concurrently); each is asked of the tracker whether it is a
-change, given what only a ``get`` can tell, and published. A source that must know when its
-observation is safely on Kafka (the queue, which may acknowledge a message only then) passes a
-:class:`Ticket`: it is settled with the producer's future, or with None when nothing was
-published.
+Every source submits its observations here. Queue events and polls are first *held* for the
+reorder window and released in event-time order, so that they merge in the order things
+happened (and a command's answer, which is not held, usually comes first). Those of one
+instance are handled one at a time in the order submitted (instances run concurrently); each is
+asked of the tracker whether it is a change, given what only a ``get`` can tell, and published.
+A source that must know when its observation is safely on Kafka (the queue, which may
+acknowledge a message only then) passes a :class:`Ticket`: it is settled with the producer's
+future (of its last record), or with None when nothing was published.
 
 What a ``get`` is spent on (from the background lane of the budget, see :mod:`.background`):
 
@@ -161,9 +161,8 @@ class StateSink:
             obs: Observation | None = work.obs
             if obs is not None and self.tracker.is_change(obs):
                 obs = await self._detailed(obs)
-            record = None if obs is None else self.tracker.apply(obs)
-            if record is not None:
-                future = await self._publish(record)
+            for record in [] if obs is None else self.tracker.apply(obs):
+                future = await self._publish(record)  # the last one settles the ticket
             if work.ticket is not None:
                 work.ticket.settle(future)
         finally:
@@ -195,6 +194,7 @@ class StateSink:
                 at=datetime.now(UTC),
                 event_at=None if found.end is None else as_utc(found.end),
                 kind=Kind.ENDED,
+                created_at=None if found.queued is None else as_utc(found.queued),
             )
             return _with(ended, found)
         if obs.status == "errored":

@@ -88,6 +88,8 @@ class Observation:
     error: InstanceError | None = None
     #: True once a ``get`` has added the output or error (or found there is none to add).
     fetched: bool = False
+    #: When the instance was created, when the source says (list items and ``get`` do).
+    created_at: datetime | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -188,11 +190,32 @@ class Tracker:
             return obs.time > reference
         return rank(obs.status) > rank(entry.status)
 
-    def apply(self, obs: Observation) -> StateRecord | None:
-        """The state record for ``obs`` when it is a change (and remember it), else None."""
+    def apply(self, obs: Observation) -> list[StateRecord]:
+        """The state records for ``obs`` when it is a change (and remember it), else none.
+
+        An instance first seen past ``queued`` by a source that knows when it was created (a
+        list item's ``created_on``, a ``get``'s ``queued``) gets its ``queued`` record first,
+        at that time and ``inferred``: every instance begins queued, and the chain stays whole.
+        """
         if not self.is_change(obs):
-            return None
+            return []
         entry = self._entries.get(obs.key)
+        records: list[StateRecord] = []
+        if entry is None and obs.status != "queued" and obs.created_at is not None:
+            born = StateRecord(
+                workflow=obs.workflow,
+                instance_id=obs.instance_id,
+                status="queued",
+                at=obs.at,
+                event_at=obs.created_at,
+                source=obs.source,
+                version_id=obs.version_id,
+                inferred=True,
+            )
+            records.append(born)
+            time = min(as_utc(obs.created_at), obs.time)
+            self._remember(obs.key, "queued", time, weak=obs.weak, version_id=obs.version_id)
+            entry = self._entries[obs.key]
         previous = None if entry is None else entry.status
         version_id = obs.version_id or (None if entry is None else entry.version_id)
         record = StateRecord(
@@ -209,7 +232,8 @@ class Tracker:
             inferred=_inferred(obs, previous),
         )
         self._remember(obs.key, obs.status, obs.time, weak=obs.weak, version_id=version_id)
-        return record
+        records.append(record)
+        return records
 
     def forget(self, workflow: str, instance_id: str) -> None:
         """Stop following an instance the API no longer knows (deleted, or past retention)."""

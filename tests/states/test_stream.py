@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.config import StateSettings
-from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
+from bridge.local.emulator import Emulator, EmulatorConfig, QueueBehaviour, WorkflowBehaviour
 from bridge.local.emulator.config import DoStep, SleepStep
 from tests.support.bridge_harness import (
     NewTopic,
@@ -136,3 +136,49 @@ async def test_every_instance_gets_its_whole_chain_once(
         assert "event" not in sources
         assert "poll" in sources
     assert len(output.results) == len(IDS)  # the results, beside the states
+
+
+async def test_duplicates_reordering_and_lost_acks_change_nothing(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(new_topic, 3)
+    config = EmulatorConfig(
+        workflows=workflows(),
+        event_queue=QUEUE,
+        queue=QueueBehaviour(
+            duplicate_ratio=0.4,
+            duplicate_delay_ms=100,
+            reorder_ratio=0.4,
+            reorder_delay_ms=150,
+            lost_ack_ratio=0.3,
+            lease_ms=4000,
+        ),
+        seed=7,
+    )
+    # a reorder window far wider than the injected reordering: the chains stay whole
+    states = fast_states(queue_id=QUEUE, reorder_window_seconds=3.0, workflows=["imports"])
+    async with (
+        Emulator(config) as emulator,
+        StateReader(kafka_broker.bootstrap_servers, topics.output) as reader,
+    ):
+        settings = bridge_settings(
+            kafka_broker, emulator, topics, group=unique_name("g"), states=states, **BUDGET
+        )
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands())
+            emulator.add_instance("imports", "direct-0", trigger="binding")
+            emulator.add_instance("imports", "direct-1", trigger="binding")
+            await reader.until_final([*IDS, "direct-0", "direct-1"])
+            queue = emulator.queue(QUEUE)
+            # let redeliveries of lost acks come back and be dropped
+            while queue.counters.redelivered == 0 or len(queue):
+                await reader.poll(0.3)
+            await reader.settle(1.5)
+        counters = emulator.queue(QUEUE).counters
+        assert counters.duplicates_injected > 0
+        assert counters.reordered > 0
+        assert counters.acks_lost > 0
+        assert counters.redelivered > 0
+        check(reader, emulator, direct="direct-1")
+    transitions = [(r.instance_id, r.previous_status, r.status) for r in reader.records]
+    assert len(transitions) == len(set(transitions))  # no change published twice

@@ -29,6 +29,13 @@ def obs(
     return Observation("wf", instance, status, source, at=at, event_at=event_at, kind=kind)
 
 
+def one(tracker: Tracker, observation: Observation) -> StateRecord | None:
+    """The record ``observation`` makes (None: no change); it never makes two here."""
+    records = tracker.apply(observation)
+    assert len(records) <= 1, records
+    return records[0] if records else None
+
+
 def statuses(records: list[StateRecord | None]) -> list[str]:
     return [r.status for r in records if r is not None]
 
@@ -36,10 +43,10 @@ def statuses(records: list[StateRecord | None]) -> list[str]:
 def test_a_lifecycle_in_order_is_published_as_a_chain() -> None:
     tracker = Tracker()
     records = [
-        tracker.apply(obs(s, n)) for n, s in enumerate(["queued", "running", "paused", "running"])
+        one(tracker, obs(s, n)) for n, s in enumerate(["queued", "running", "paused", "running"])
     ]
     done = obs("complete", 9).with_details(version_id="v2", output={"ok": 1}, error=None)
-    records.append(tracker.apply(done))
+    records.append(one(tracker, done))
     assert statuses(records) == ["queued", "running", "paused", "running", "complete"]
     chain = [r for r in records if r is not None]
     assert [r.previous_status for r in chain] == [None, "queued", "running", "paused", "running"]
@@ -52,90 +59,90 @@ def test_a_lifecycle_in_order_is_published_as_a_chain() -> None:
 
 def test_duplicates_old_news_and_anything_after_a_final_are_dropped() -> None:
     tracker = Tracker()
-    assert tracker.apply(obs("queued", 0)) is not None
-    assert tracker.apply(obs("running", 2)) is not None
-    assert tracker.apply(obs("running", 2)) is None  # a redelivery
-    assert tracker.apply(obs("queued", 0)) is None  # late and older
-    assert tracker.apply(obs("paused", 1)) is None  # older than what was applied
+    assert one(tracker, obs("queued", 0)) is not None
+    assert one(tracker, obs("running", 2)) is not None
+    assert one(tracker, obs("running", 2)) is None  # a redelivery
+    assert one(tracker, obs("queued", 0)) is None  # late and older
+    assert one(tracker, obs("paused", 1)) is None  # older than what was applied
     errored = obs("errored", 3).with_details(
         version_id=None, output="ignored", error=InstanceError(name="E", message="m")
     )
-    record = tracker.apply(errored)
+    record = one(tracker, errored)
     assert record is not None
     assert record.error == InstanceError(name="E", message="m")
     assert record.output is None  # output belongs to complete only
     for late in (obs("running", 10), obs("complete", 11), obs("terminated", 12)):
-        assert tracker.apply(late) is None
+        assert one(tracker, late) is None
 
 
 def test_ties_go_by_lifecycle_rank_and_finals_always_end_a_live_instance() -> None:
     tracker = Tracker()
-    assert tracker.apply(obs("running", 5)) is not None
-    assert tracker.apply(obs("queued", 5)) is None  # same millisecond, earlier in the lifecycle
-    assert tracker.apply(obs("paused", 5)) is None  # same rank: no way to tell, keep what is
-    assert tracker.apply(obs("terminated", 1)) is not None  # a final whatever its time
+    assert one(tracker, obs("running", 5)) is not None
+    assert one(tracker, obs("queued", 5)) is None  # same millisecond, earlier in the lifecycle
+    assert one(tracker, obs("paused", 5)) is None  # same rank: no way to tell, keep what is
+    assert one(tracker, obs("terminated", 1)) is not None  # a final whatever its time
 
 
 def test_command_answers_are_weak_against_cloudflares_clock() -> None:
     tracker = Tracker()
-    assert tracker.apply(obs("running", 1)) is not None
+    assert one(tracker, obs("running", 1)) is not None
     # the bridge paused it; the answer came at 10 s on the bridge's clock
-    record = tracker.apply(obs("waitingForPause", 10, source="command"))
+    record = one(tracker, obs("waitingForPause", 10, source="command"))
     assert record is not None
     assert record.source == "command"
     assert record.event_at is None
     # the event of the pause happened at 3 s on Cloudflare's clock: still news
-    assert tracker.apply(obs("paused", 3)) is not None
+    assert one(tracker, obs("paused", 3)) is not None
     # but not an event older than the last Cloudflare-timed one
-    assert tracker.apply(obs("running", 2)) is None
+    assert one(tracker, obs("running", 2)) is None
 
 
 def test_births_inform_only_and_a_restart_reopens() -> None:
     tracker = Tracker()
-    first = tracker.apply(obs("queued", 1, source="command", kind=Kind.BIRTH))
+    first = one(tracker, obs("queued", 1, source="command", kind=Kind.BIRTH))
     assert first is not None
     assert first.previous_status is None
-    assert tracker.apply(obs("complete", 4)) is not None
+    assert one(tracker, obs("complete", 4)) is not None
     # the create's answer read again (recovery replays results): no news
-    assert tracker.apply(obs("queued", 1, source="command", kind=Kind.BIRTH)) is None
+    assert one(tracker, obs("queued", 1, source="command", kind=Kind.BIRTH)) is None
     # an old restart is not news either; a newer one reopens the instance
-    assert tracker.apply(obs("queued", 2, source="command", kind=Kind.RESTART)) is None
-    again = tracker.apply(obs("queued", 8, source="command", kind=Kind.RESTART))
+    assert one(tracker, obs("queued", 2, source="command", kind=Kind.RESTART)) is None
+    again = one(tracker, obs("queued", 8, source="command", kind=Kind.RESTART))
     assert again is not None
     assert again.previous_status == "complete"
     assert tracker.live("wf") == frozenset({"i"})
-    assert tracker.apply(obs("queued", 8.5, source="command", kind=Kind.RESTART)) is None
+    assert one(tracker, obs("queued", 8.5, source="command", kind=Kind.RESTART)) is None
 
 
 def test_polls_mark_what_they_did_not_see_happen() -> None:
     tracker = Tracker()
-    first = tracker.apply(obs("waiting", 1, source="poll"))
+    first = one(tracker, obs("waiting", 1, source="poll"))
     assert first is not None
     assert first.inferred
-    direct = tracker.apply(obs("running", 2, source="poll"))
+    direct = one(tracker, obs("running", 2, source="poll"))
     assert direct is not None
     assert not direct.inferred
-    skipped = tracker.apply(obs("paused", 3, source="poll"))
+    skipped = one(tracker, obs("paused", 3, source="poll"))
     assert skipped is not None
     assert skipped.inferred
-    ended = tracker.apply(obs("terminated", 4, source="poll", kind=Kind.ENDED))
+    ended = one(tracker, obs("terminated", 4, source="poll", kind=Kind.ENDED))
     assert ended is not None
     assert ended.inferred
-    event = Tracker().apply(obs("complete", 1))
+    event = one(Tracker(), obs("complete", 1))
     assert event is not None
     assert not event.inferred
 
 
 def test_restore_continues_the_chain_from_kafka() -> None:
     published = Tracker()
-    records = [published.apply(obs(s, n)) for n, s in enumerate(["queued", "running"])]
+    records = [one(published, obs(s, n)) for n, s in enumerate(["queued", "running"])]
     recovered = Tracker()
     for record in records:
         assert record is not None
         recovered.restore(StateRecord.model_validate_json(record.model_dump_json()))
     assert recovered.known("wf", "i") == "running"
-    assert recovered.apply(obs("running", 1)) is None
-    nxt = recovered.apply(obs("complete", 5))
+    assert one(recovered, obs("running", 1)) is None
+    nxt = one(recovered, obs("complete", 5))
     assert nxt is not None
     assert nxt.previous_status == "running"
 
@@ -143,8 +150,8 @@ def test_restore_continues_the_chain_from_kafka() -> None:
 def test_naive_api_timestamps_are_utc() -> None:
     tracker = Tracker()
     naive = Observation("wf", "i", "running", "poll", at=T0, event_at=datetime(2026, 11, 30, 12))
-    assert tracker.apply(naive) is not None
-    assert tracker.apply(obs("paused", 1)) is not None  # compares with an aware time
+    assert one(tracker, naive) is not None
+    assert one(tracker, obs("paused", 1)) is not None  # compares with an aware time
 
 
 LIFECYCLE = ["queued", "running", "waiting", "running", "paused", "running", "complete"]
@@ -167,7 +174,7 @@ def test_any_delivery_order_never_goes_backwards(
     published: list[StateRecord] = []
     for start in range(0, len(deliveries), batch):  # pulled in batches, each sorted
         for observation in ordered(deliveries[start : start + batch]):
-            record = tracker.apply(observation)
+            record = one(tracker, observation)
             if record is not None:
                 published.append(record)
     assert published, "something is always published"
@@ -189,5 +196,27 @@ def test_a_batch_in_any_order_is_sorted_into_the_whole_chain(
     arrival: list[tuple[int, str]],
 ) -> None:
     tracker = Tracker()
-    records = [tracker.apply(o) for o in ordered(obs(s, n) for n, s in arrival)]
+    records = [one(tracker, o) for o in ordered(obs(s, n) for n, s in arrival)]
     assert statuses(records) == LIFECYCLE
+
+
+def test_a_first_sighting_past_queued_begins_at_the_creation_time() -> None:
+    tracker = Tracker()
+    created = T0 + timedelta(seconds=1)
+    seen = Observation(
+        "wf",
+        "i",
+        "waiting",
+        "poll",
+        at=T0 + timedelta(seconds=9),
+        event_at=T0 + timedelta(seconds=5),
+        created_at=created,
+    )
+    born, waiting = tracker.apply(seen)
+    assert (born.status, born.previous_status, born.event_at) == ("queued", None, created)
+    assert born.inferred
+    assert (waiting.status, waiting.previous_status) == ("waiting", "queued")
+    # the create's own answer, read later, is no news
+    assert one(tracker, obs("queued", 1, source="command", kind=Kind.BIRTH)) is None
+    # nor an event of the start that happened before the listed status
+    assert one(tracker, obs("running", 2)) is None
