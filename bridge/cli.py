@@ -39,6 +39,16 @@ TOOLS: dict[str, tuple[str, str, str]] = {
         "tools",
         "check the API emulator's assumptions against an API (production included)",
     ),
+    "watch": (
+        "bridge.tools.watch",
+        "tools",
+        "tail the output topic: each instance's current state and timeline",
+    ),
+    "states": (
+        "bridge.tools.states",
+        "tools",
+        "the instance-state stream: set up its event subscriptions (states subscribe)",
+    ),
     "dev": (
         "bridge.local.dev",
         "local",

@@ -344,8 +344,8 @@ class ToolSettings(BaseSettings):
 
 
 class ApiToolSettings(BaseSettings):
-    """What the API tools (``conformance``) need: the ``cloudflare`` section, read exactly as
-    ``run`` reads it; other sections are ignored."""
+    """What the API tools (``conformance``, ``states subscribe``) need: the ``cloudflare``
+    section (and ``states``), read exactly as ``run`` reads them; other sections are ignored."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -355,6 +355,7 @@ class ApiToolSettings(BaseSettings):
     )
 
     cloudflare: CloudflareSettings
+    states: StateSettings = Field(default_factory=StateSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -479,7 +480,8 @@ def load_tool_settings(config_file: Path | None = None, **overrides: Any) -> Too
 
 
 def load_api_tool_settings(config_file: Path | None = None, **overrides: Any) -> ApiToolSettings:
-    """The Cloudflare account, token and base URL, read exactly as :func:`load_settings` does."""
+    """The Cloudflare account, token and base URL (and the state stream's settings), read
+    exactly as :func:`load_settings` does."""
     return _load(ApiToolSettings, config_file, overrides)
 
 

@@ -1,8 +1,10 @@
 """``workflows-bridge dev``: the whole system on one machine, with nothing else installed.
 
-It starts an embedded Kafka broker (Tansu), the API emulator and the bridge, plays a short
-scenario through the command topic, and shows every instance's state live until Ctrl-C. The
-scenario's commands are printed as ``workflows-bridge send`` lines to copy.
+It starts an embedded Kafka broker (Tansu), the API emulator (with Event Subscriptions feeding a
+queue) and the bridge (following states from that queue), plays a short scenario through the
+command topic, and shows every instance's state and timeline live until Ctrl-C — read from the
+state stream on the output topic, as any consumer would, not from the emulator. The scenario's
+commands are printed as ``workflows-bridge send`` lines to copy.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from bridge.config import (
@@ -27,6 +28,7 @@ from bridge.config import (
     KafkaSettings,
     PipelineSettings,
     Settings,
+    StateSettings,
     TopicSettings,
 )
 from bridge.local.emulator import Emulator, EmulatorConfig, WorkflowBehaviour
@@ -36,8 +38,11 @@ from bridge.local.topics import ensure_topics
 from bridge.logs import configure
 from bridge.pipeline.service import Bridge
 from bridge.runtime import run_until_signalled
+from bridge.tools.watch import Timelines
 
 WORKFLOW = "orders"
+#: The queue the emulator's event subscriptions feed and the bridge pulls.
+QUEUE = "workflows-bridge-dev-states"
 TOPICS = TopicSettings(
     commands=["workflows.commands"], output="workflows.instances", dlq="workflows.commands.dlq"
 )
@@ -115,7 +120,7 @@ def scenario() -> list[tuple[float, dict[str, Any] | str]]:
 
 @dataclass
 class _Board:
-    last_result: dict[str, str] = field(default_factory=dict)
+    timelines: Timelines = field(default_factory=Timelines)
     log: list[str] = field(default_factory=list)
 
 
@@ -154,32 +159,18 @@ async def _watch(bootstrap: str, board: _Board) -> None:
                 board.log.append(f"dead letter at {TOPICS.dlq}:{message.offset}")
                 continue
             record = json.loads(message.value or b"{}")
-            instance = record.get("instance_id") or "(unknown)"
-            shown = f"{record.get('action')} → {record.get('outcome')}"
-            state = record.get("instance")
-            if isinstance(state, dict):  # a get: what the instance's state was
-                steps = state.get("steps") or []
-                shown += (
-                    f" ({state.get('status')}, {len(steps)} steps, output {state.get('output')})"
-                )
-            board.last_result[instance] = shown
+            if isinstance(record, dict):
+                board.timelines.add(record)
     finally:
         await consumer.stop()
 
 
-def _render(emulator: Emulator, board: _Board, bootstrap: str) -> Group:
-    table = Table(title=f"workflow {WORKFLOW!r} — live from the emulator")
-    table.add_column("instance")
-    table.add_column("status")
-    table.add_column("last result on the output topic")
-    for view in emulator.instances(WORKFLOW):
-        table.add_row(view.id, view.status, board.last_result.get(view.id, ""))
-    for instance, result in board.last_result.items():
-        if emulator.instance(WORKFLOW, instance) is None:
-            table.add_row(instance, "-", result)
+def _render(board: _Board, bootstrap: str) -> Group:
+    table = board.timelines.table(f"{TOPICS.output} — the state stream and the results, live")
     hint = Text(
         f"\nSend your own commands:\n  workflows-bridge send --bootstrap {bootstrap} "
         f'\'{{"action":"create","workflow":"{WORKFLOW}","instance_id":"mine-1"}}\'\n'
+        f"Follow the stream elsewhere:\n  workflows-bridge watch --bootstrap {bootstrap}\n"
         "Ctrl-C stops everything.",
         style="dim",
     )
@@ -188,7 +179,7 @@ def _render(emulator: Emulator, board: _Board, bootstrap: str) -> Group:
 
 async def _dev(stop: asyncio.Event, *, emulator_port: int) -> None:
     console = Console()
-    config = EmulatorConfig(workflows={WORKFLOW: _behaviour()})
+    config = EmulatorConfig(workflows={WORKFLOW: _behaviour()}, event_queue=QUEUE)
     async with EmbeddedTansu() as broker, Emulator(config, port=emulator_port) as emulator:
         bootstrap = broker.bootstrap_servers
         await ensure_topics(bootstrap, {TOPICS.commands[0]: 4, TOPICS.output: 4, TOPICS.dlq: 1})
@@ -205,6 +196,7 @@ async def _dev(stop: asyncio.Event, *, emulator_port: int) -> None:
                 account_id="dev-account", api_token=config.token, base_url=emulator.base_url
             ),
             pipeline=PipelineSettings(drain_timeout_seconds=5),
+            states=StateSettings(queue_id=QUEUE, reconcile_interval_seconds=15),
             log_format="json",
             health_port=0,
         )
@@ -227,11 +219,9 @@ async def _dev(stop: asyncio.Event, *, emulator_port: int) -> None:
         await bridge.ready.wait()
         start(lambda: _play(bootstrap, board))
         try:
-            with Live(
-                _render(emulator, board, bootstrap), console=console, refresh_per_second=4
-            ) as live:
+            with Live(_render(board, bootstrap), console=console, refresh_per_second=4) as live:
                 while not stop.is_set():
-                    live.update(_render(emulator, board, bootstrap))
+                    live.update(_render(board, bootstrap))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.25)
                     if tasks[0].done():

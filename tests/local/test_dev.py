@@ -68,4 +68,7 @@ async def test_dev_plays_the_scenario_and_stops_cleanly(tmp_path: Path) -> None:
     assert [r for r in done if r["event"] == "command_rejected"]  # the malformed one
     text = output.decode(errors="replace")
     assert "order-2" in text
+    # the table is drawn from the state stream on Kafka: timelines of state records
+    assert "queued → running" in text
+    assert '"state_following_started"' in log.read_text()
     assert "workflows-bridge send --bootstrap" in text

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.config import StateSettings
 from bridge.local.emulator import Emulator, EmulatorConfig, QueueBehaviour, WorkflowBehaviour
-from bridge.local.emulator.config import DoStep, SleepStep
+from bridge.local.emulator.config import DoStep, Faults, SleepStep
 from tests.support.bridge_harness import (
     NewTopic,
     OutputReader,
@@ -182,3 +182,36 @@ async def test_duplicates_reordering_and_lost_acks_change_nothing(
         check(reader, emulator, direct="direct-1")
     transitions = [(r.instance_id, r.previous_status, r.status) for r in reader.records]
     assert len(transitions) == len(set(transitions))  # no change published twice
+
+
+async def test_the_executor_takes_statuses_from_the_stream(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    """A create whose id is taken is answered with the status the stream knows, without a
+    request: here every ``list`` fails, so a lookup could not have found it."""
+    topics = await make_topics(new_topic, 1)
+    config = EmulatorConfig(workflows=workflows(), event_queue=QUEUE)
+    async with (
+        Emulator(config) as emulator,
+        StateReader(kafka_broker.bootstrap_servers, topics.output) as reader,
+        OutputReader(kafka_broker.bootstrap_servers, topics) as output,
+    ):
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            states=fast_states(queue_id=QUEUE),
+            **BUDGET,
+        )
+        async with running_bridge(settings):
+            create = {"action": "create", "workflow": "orders", "instance_id": "o-1"}
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, [create])
+            await reader.until_final(["o-1"])
+            emulator.config.faults = Faults(error_ratio=1.0, routes=frozenset({"list"}))
+            again = {**create, "command_id": "again"}
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, [again])
+            await output.until(results=2)
+    [answer] = [r for r in output.results if r["command_id"] == "again"]
+    assert answer["outcome"] == "already_exists"
+    assert answer["status"] == "complete"
