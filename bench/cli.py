@@ -1,4 +1,4 @@
-"""``python -m bench [--runs N] [--quick] [--only a,b,c,d,t]``: run the scenarios, print a table.
+"""``python -m bench [--runs N] [--quick] [--only a,b,c,d,t,e]``: run the scenarios, print a table.
 
 The exit code is 0 when every contestant run finished with exactly the expected results, 1 when
 one failed (timeout, crash, wrong count), 2 for bad arguments. A missed target does not change
@@ -22,6 +22,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaError
 
 from bench import report as reporting
+from bench import states
 from bench.common import BenchError, Broker, Names, say
 from bench.runner import PARTITIONS, Context, Measurement
 from bench.scenarios import DEFAULT, QUICK, Scenario, Sizes, select
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         help="scenarios to run, comma-separated: a|creates, b|mixed, c|rate-limited, d|rss, "
-        "t|terminates",
+        "t|terminates, e|states",
     )
     parser.add_argument(
         "--bridge-set",
@@ -226,6 +227,18 @@ def _notes(
         "instances; req = requests on the terminate routes (batch/terminate, PATCH status, GET): "
         "this bridge coalesces terminates into batch/terminate calls, the naive bridge sends one "
         "PATCH per terminate, as this bridge did before; limits as in a",
+        "a-d: the state stream is off (BRIDGE_STATES__ENABLED=false): its polling would blur the "
+        "command figures, and its records share the output topic the results are counted on",
+        f"e (once): {sizes.states:,} creates, paced at {states.CREATION_RATE}/s, of instances "
+        f"that sleep {sizes.states_sleep_ms / 1000:g} s mid-way; per mode its own emulator with "
+        f"a budget of {states.BUDGET.requests} requests per {states.BUDGET.window:g} s "
+        "(Cloudflare's, 30x faster) enforced, the bridge with the same budget, the state "
+        f"stream's defaults (share {states.SHARE:g}, poll every 10 s, reconcile every 300 s, "
+        "reorder window 1 s); "
+        "requests = the emulator's list + get less the token check at start; changes = state "
+        "records; share = most state-tracking requests in any budget window / the budget; delay "
+        "= broker timestamp - event_at (records without event_at, i.e. the bridge's own answers, "
+        "left out)",
     ]
     if overrides:
         notes.append("bridge overrides: " + " ".join(f"{k}={v}" for k, v in overrides.items()))

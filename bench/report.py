@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bench import states
 from bench.runner import BRIDGE, NAIVE, RAW, Measurement
 from bench.scenarios import Scenario, Sizes
 
@@ -92,6 +93,11 @@ def build(
                 report.errors.append(f"{scenario.key}/{m.contestant} run {m.run}: {m.error}")
         rows = [_row(scenario.key, contestant, runs) for contestant, runs in by.items()]
         rows[0].scenario = f"{scenario.key}. {scenario.title(sizes)}"
+        if scenario.key == "e":
+            for row in rows:
+                judged = _state_verdict(row.contestant, by[row.contestant])
+                report.verdicts.append(judged)
+                row.target, row.met = judged.target, _met(judged.met)
         verdict = _verdict(scenario.key, by)
         if verdict is not None:
             report.verdicts.append(verdict)
@@ -120,6 +126,20 @@ def _row(key: str, contestant: str, runs: list[Measurement]) -> Row:
         row.median = "—" if used is None else f"{used:.2f} used"
         throttled = sum(m.throttled or 0 for m in runs)
         row.versus = f"{throttled} × 429"
+    elif key == "e":
+        per = [_per_1000(m) for m in runs]
+        row.runs = " ".join("—" if v is None else f"{v:.0f}" for v in per)
+        median = _of(runs, _per_1000)
+        row.median = "—" if median is None else f"{median:.0f} req/1,000 changes"
+        share = _of(runs, lambda m: m.share_used)
+        p50, p99 = _of(runs, lambda m: m.delay_p50), _of(runs, lambda m: m.delay_p99)
+        changes = _of(runs, lambda m: None if m.state_changes is None else float(m.state_changes))
+        row.versus = (
+            "—"
+            if share is None or changes is None
+            else f"{changes:,.0f} changes, share {share:.3f}, delay p50 "
+            f"{_seconds(p50)} p99 {_seconds(p99)}"
+        )
     elif key == "d":
         row.runs = " ".join("—" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f}" for m in runs)
         rss = _of(runs, lambda m: m.peak_rss_mb)
@@ -169,6 +189,33 @@ def _verdict(key: str, by: dict[str, list[Measurement]]) -> Verdict | None:
             return Verdict(key, target, "—", None)
         return Verdict(key, target, f"{rss:.0f} MB", rss < RSS_LIMIT_MB)
     return None
+
+
+def _per_1000(m: Measurement) -> float | None:
+    if m.tracking_requests is None or not m.state_changes:
+        return None
+    return m.tracking_requests / m.state_changes * 1000
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
+
+
+def _state_verdict(mode: str, runs: list[Measurement]) -> Verdict:
+    """Issue #8's targets: polling within its share; the queue ≤ 350 requests per 1,000 changes
+    (only the final gets), 0 without outputs."""
+    if mode == states.POLL:
+        share = _of(runs, lambda m: m.share_used)
+        target = f"share used ≤ {states.SHARE:g}"
+        if share is None:
+            return Verdict("e", f"({mode}) {target}", "—", None)
+        return Verdict("e", f"({mode}) {target}", f"{share:.3f}", share <= states.SHARE)
+    limit = states.QUEUE_PER_1000 if mode == states.QUEUE else 0.0
+    per = _of(runs, _per_1000)
+    target = f"≤ {limit:g} requests per 1,000 changes"
+    if per is None:
+        return Verdict("e", f"({mode}) {target}", "—", None)
+    return Verdict("e", f"({mode}) {target}", f"{per:.0f}", per <= limit)
 
 
 def _ratio(

@@ -71,6 +71,13 @@ class Measurement:
     accepted: int | None = None
     allowed: int | None = None
     saturated: bool | None = None
+    #: State-stream scenario: state records, requests on state tracking, the most of the budget
+    #: they took in any window, and the transition-to-Kafka delay (seconds).
+    state_changes: int | None = None
+    tracking_requests: int | None = None
+    share_used: float | None = None
+    delay_p50: float | None = None
+    delay_p99: float | None = None
     error: str | None = None
 
     @property
@@ -271,6 +278,9 @@ def bridge_env(
             "BRIDGE_LOG_FORMAT": "json",
             "BRIDGE_LOG_LEVEL": "warning",
             "BRIDGE_HEALTH_PORT": "0",
+            # Off unless the scenario is about it: its polling would blur the command figures,
+            # and its records share the output topic the results are counted on.
+            "BRIDGE_STATES__ENABLED": "false",
         }
     )
     env.update(plan.bridge_settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bench import workload
+from bench import states, workload
 from bench.common import say
 from bench.runner import (
     BRIDGE,
@@ -57,6 +57,9 @@ class Sizes:
     backlog: int
     #: Instances of the terminates scenario: each is created, then terminated.
     terminates: int = 300
+    #: The state-stream scenario: instances, and how long each sleeps mid-way (ms).
+    states: int = 1_000
+    states_sleep_ms: float = 15_000
 
 
 DEFAULT = Sizes(
@@ -70,6 +73,8 @@ DEFAULT = Sizes(
     windows=3,
     naive_windows=1,
     backlog=100_000,
+    states=1_000,
+    states_sleep_ms=15_000,
 )
 QUICK = Sizes(
     creates=2_000,
@@ -82,6 +87,8 @@ QUICK = Sizes(
     windows=2,
     naive_windows=1,
     backlog=10_000,
+    states=100,
+    states_sleep_ms=3_000,
 )
 
 Runner = Callable[[Context, Sizes, int], Awaitable[list[Measurement]]]
@@ -267,6 +274,10 @@ async def terminates(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]:
     ]
 
 
+async def state_stream(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]:
+    return await states.run(ctx, states.StateSizes(sizes.states, sizes.states_sleep_ms), run)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "a", "creates", lambda s: f"{s.creates:,} creates, API 0 ms", repeated=True, run=creates
@@ -298,6 +309,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda s: f"{s.terminates:,} creates, then {s.terminates:,} terminates",
         repeated=True,
         run=terminates,
+    ),
+    Scenario(
+        "e",
+        "states",
+        lambda s: f"{s.states:,} instances to a final state",
+        repeated=False,
+        run=state_stream,
     ),
 )
 

@@ -108,3 +108,43 @@ def test_the_terminates_target_counts_only_the_terminate_routes() -> None:
     measurements[4] = run(BRIDGE, 2, {"batch_terminate": 11})
     measurements[5] = run(BRIDGE, 3, {"batch_terminate": 12})
     assert build(select("t"), QUICK, measurements).verdicts[0].met is False
+
+
+def test_the_state_stream_rows_judge_each_mode_on_its_own_target() -> None:
+    from bench import states
+    from bench.runner import Budget
+    from bench.states import _share
+
+    def mode(name: str, requests: int, changes: int, share: float) -> Measurement:
+        return Measurement(
+            "e",
+            name,
+            1,
+            100,
+            results=100,
+            state_changes=changes,
+            tracking_requests=requests,
+            share_used=share,
+            delay_p50=1.0,
+            delay_p99=5.0,
+        )
+
+    report = build(
+        select("e"),
+        QUICK,
+        [
+            mode(states.POLL, 150, 300, 0.11),
+            mode(states.QUEUE, 100, 300, 0.05),
+            mode(states.QUEUE_BARE, 0, 300, 0.0),
+        ],
+    )
+    verdicts = {v.target.split(")")[0].strip("("): v for v in report.verdicts}
+    assert verdicts[states.POLL].met is False  # 0.11 of the budget: over its 0.1 share
+    assert verdicts[states.QUEUE].met is True  # 333 per 1,000 changes
+    assert verdicts[states.QUEUE].measured == "333"
+    assert verdicts[states.QUEUE_BARE].met is True
+    text = render(report)
+    assert "333 req/1,000 changes" in text
+    assert "delay p50 1.0 s p99 5.0 s" in text
+    # the share: the most requests in any window of the budget's length, over the budget
+    assert _share([0.0, 1.0, 2.0, 10.5, 11.0], Budget(10, 10.0)) == 0.3

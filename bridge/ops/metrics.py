@@ -84,6 +84,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.states_published = Counter(
+            PREFIX + "states_published",
+            "State records published by this replica's follower, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.states_requests = Counter(
+            PREFIX + "states_requests",
+            "API requests spent on state tracking (from the budget's background lane), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.lag = Gauge(
             PREFIX + "consumer_lag",
             "Records in each assigned command partition not yet fetched by this replica.",
@@ -99,6 +111,12 @@ class Metrics:
         self.api_latency.labels(endpoint).observe(seconds)
         if status == 429:
             self.rate_limited.inc()
+
+    def state_published(self, source: str) -> None:
+        self.states_published.labels(source).inc()
+
+    def state_request(self, kind: str) -> None:
+        self.states_requests.labels(kind).inc()
 
     def api_retry(self, error_class: str) -> None:
         self.api_retries.labels(error_class).inc()
@@ -175,6 +193,10 @@ LIVE_GAUGES: Mapping[str, str] = {
     "budget_remaining_requests": "Requests left in the current budget window.",
     "budget_blocked_seconds": "Seconds until calls may resume after a 429 (0: not blocked).",
     "budget_blocked_seconds_total": "Seconds spent blocked by 429s since the start.",
+    "states_following": "1 while this replica follows instance states (one replica of the group).",
+    "states_live_instances": "Instances the follower holds live (not in a final state).",
+    "states_pending": "Observations the follower holds or works on, and records not yet acked.",
+    "states_queue_backlog": "Messages in the state queue, as its last pull reported.",
 }
 
 

@@ -185,6 +185,7 @@ class Bridge:
             "budget_remaining_requests": float(budget["remaining"]),
             "budget_blocked_seconds": float(budget["blocked_for"]),
             "budget_blocked_seconds_total": float(budget["blocked_seconds_total"]),
+            **({} if replica.states is None else replica.states.live_values()),
         }
 
 
@@ -240,7 +241,7 @@ async def open_replica(
         readback = await stack.enter_async_context(ReadBack(settings))
         outbox = Outbox(settings, producer)
         states = (
-            StateRole(settings, client, budget, gate, on_fatal=outbox.stop_for)
+            StateRole(settings, client, budget, gate, on_fatal=outbox.stop_for, metrics=metrics)
             if settings.states.enabled
             else None
         )

@@ -46,7 +46,9 @@ class BackgroundApi:
         *,
         backoff_initial: float,
         backoff_max: float,
+        on_request: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_request = on_request
         self._client = client
         self._budget = budget
         self._gate = gate
@@ -108,6 +110,8 @@ class BackgroundApi:
             try:
                 async with self._budget.background_slot():
                     self.requests[kind] += 1
+                    if self._on_request is not None:
+                        self._on_request(kind)
                     return await call()
             except NotFound:
                 raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,8 +63,12 @@ class Follower:
         client: WorkflowsClient,
         budget: RequestBudget,
         gate: AuthGate,
+        *,
+        on_published: Callable[[str], None] | None = None,
+        on_request: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_published = on_published
         self._client = client
         self._budget = budget
         self._gate = gate
@@ -75,6 +80,7 @@ class Follower:
             gate,
             backoff_initial=pipeline.backoff_initial_seconds,
             backoff_max=pipeline.backoff_max_seconds,
+            on_request=on_request,
         )
         self._workflows: set[str] = set(settings.states.workflows) | set(
             settings.cloudflare.workflows
@@ -89,6 +95,9 @@ class Follower:
 
     def known(self, workflow: str, instance_id: str) -> str | None:
         return self.tracker.known(workflow, instance_id)
+
+    def live_count(self) -> int:
+        return sum(len(self.tracker.live(w)) for w in self.tracker.workflows())
 
     def follow(self, workflow: str) -> None:
         self._workflows.add(workflow)
@@ -123,6 +132,7 @@ class Follower:
                     workers=WORKERS,
                     on_fatal=self._fail,
                     reorder_window=settings.states.reorder_window_seconds,
+                    on_published=self._on_published,
                 )
             )
             self.sink = sink
@@ -134,7 +144,7 @@ class Follower:
                 "state_following_started",
                 recovered=self.recovered,
                 replayed=self.replayed,
-                live=sum(len(self.tracker.live(w)) for w in self.tracker.workflows()),
+                live=self.live_count(),
                 queue=settings.states.queue_id,
                 seconds=round(time.monotonic() - began, 3),
             )
@@ -246,12 +256,16 @@ class Follower:
             if states.queue_id is None
             else states.reconcile_interval_seconds
         )
+        # With a queue the first reconciliation comes at once only to catch up on instances
+        # that were live when the previous follower stopped; the queue holds the rest.
+        catch_up = states.queue_id is None or self.live_count() > 0
         self.poller = Poller(
             self.api,
             sink,
             workflows=self.workflows,
             interval=interval,
             since=newest or datetime.now(UTC),
+            first_in=0.0 if catch_up else interval,
         )
         tasks.append(asyncio.create_task(self.poller.run(stop), name="state-poller"))
         return tasks

@@ -13,7 +13,9 @@ A sweep of one workflow, every call from the budget's background lane:
 
 The sweep costs ``6 + 3`` requests per workflow plus a page per 100 more instances of a status,
 plus a ``get`` per instance that ended unseen (and the sink's ``get`` for outputs). It runs every
-``interval`` seconds at most, and the lane spaces calls further when its share is spent.
+``interval`` seconds at most, and the lane spaces calls further when its share is spent; the
+first sweep comes after ``first_in`` seconds (with a queue: at once only when there are live
+instances to catch up on, else after one interval).
 """
 
 from __future__ import annotations
@@ -59,15 +61,19 @@ class Poller:
         workflows: Callable[[], Iterable[str]],
         interval: float,
         since: datetime,
+        first_in: float = 0.0,
     ) -> None:
         self._api = api
         self._sink = sink
         self._workflows = workflows
         self._interval = interval
         self._since = since - MARGIN
+        self._first_in = first_in
         self.stats = PollStats()
 
     async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self._first_in)
         while not stop.is_set():
             started, began = datetime.now(UTC), time.monotonic()
             requests = sum(self._api.requests.values())

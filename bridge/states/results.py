@@ -7,7 +7,8 @@ it is never published twice:
 * a create's ``queued`` (or the status an ``already_exists`` reported) only introduces an
   instance the tracker has not seen (:attr:`Kind.BIRTH`);
 * a restart's ``queued`` may reopen a final instance (:attr:`Kind.RESTART`);
-* pause, resume and terminate report where the instance went.
+* pause, resume and terminate report where the instance went; a ``get`` where it is (with its
+  output or error, which then cost the stream no request of its own).
 
 Results without a status (events, refused or failed commands) say nothing about the instance.
 """
@@ -17,10 +18,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bridge.contract.results import InstanceError
 from bridge.states.tracker import Kind, Observation, as_utc
 
 _BIRTHS = frozenset({"create", "create_batch"})
-_EDITS = frozenset({"pause", "resume", "terminate"})
+_EDITS = frozenset({"pause", "resume", "terminate", "get"})
 
 
 def result_observation(value: dict[str, Any]) -> Observation | None:
@@ -43,4 +45,13 @@ def result_observation(value: dict[str, Any]) -> Observation | None:
         at = as_utc(datetime.fromisoformat(str(value.get("at")).replace("Z", "+00:00")))
     except ValueError:
         return None
-    return Observation(workflow, instance_id, status, "command", at=at, kind=kind)
+    obs = Observation(workflow, instance_id, status, "command", at=at, kind=kind)
+    snapshot = value.get("instance")
+    if action == "get" and isinstance(snapshot, dict) and status in ("complete", "errored"):
+        error = snapshot.get("error")
+        return obs.with_details(
+            version_id=snapshot.get("version_id"),
+            output=snapshot.get("output"),
+            error=InstanceError.model_validate(error) if isinstance(error, dict) else None,
+        )
+    return obs

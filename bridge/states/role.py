@@ -24,6 +24,7 @@ from aiokafka import TopicPartition
 from bridge.cloudflare.client import WorkflowsClient
 from bridge.config import Settings
 from bridge.errors import BridgeError, InternalError
+from bridge.ops.metrics import Metrics
 from bridge.pipeline.auth_gate import AuthGate
 from bridge.pipeline.budget import RequestBudget
 from bridge.states.follower import Follower
@@ -50,8 +51,10 @@ class StateRole:
         gate: AuthGate,
         *,
         on_fatal: Callable[[BridgeError], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._client = client
         self._budget = budget
         self._gate = gate
@@ -99,7 +102,15 @@ class StateRole:
     # -- internals ---------------------------------------------------------------------
 
     def _start(self) -> None:
-        follower = Follower(self._settings, self._client, self._budget, self._gate)
+        metrics = self._metrics
+        follower = Follower(
+            self._settings,
+            self._client,
+            self._budget,
+            self._gate,
+            on_published=None if metrics is None else metrics.state_published,
+            on_request=None if metrics is None else metrics.state_request,
+        )
         stop = asyncio.Event()
         self._follower, self._stop = follower, stop
         self._task = asyncio.create_task(self._run(follower, stop), name="state-follower")
@@ -129,6 +140,21 @@ class StateRole:
         self._task = self._stop = None
         self._follower = None
         log.info("state_role_released", partition=str(self._leader))
+
+    def live_values(self) -> dict[str, float]:
+        """The ``states_*`` gauges of ``/metrics``."""
+        follower = self._follower if self.following else None
+        if follower is None:
+            return {"states_following": 0.0}
+        values = {
+            "states_following": 1.0,
+            "states_live_instances": float(follower.live_count()),
+            "states_pending": float(0 if follower.sink is None else follower.sink.pending),
+        }
+        backlog = None if follower.queue is None else follower.queue.stats.backlog
+        if backlog is not None:
+            values["states_queue_backlog"] = float(backlog)
+        return values
 
     def snapshot(self) -> dict[str, Any]:
         follower = self._follower

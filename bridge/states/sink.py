@@ -69,7 +69,9 @@ class StateSink:
         workers: int,
         on_fatal: Callable[[BridgeError], None],
         reorder_window: float = 0.0,
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_published = on_published
         self.tracker = tracker
         self._producer = producer
         self._topic = topic
@@ -219,6 +221,8 @@ class StateSink:
             raise KafkaUnavailable(f"could not write to {self._topic}: {exc}") from exc
         self._unacked += 1
         self.published[record.source] += 1
+        if self._on_published is not None:
+            self._on_published(record.source)
         log.debug(
             "state_published",
             workflow=record.workflow,

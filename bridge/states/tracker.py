@@ -109,7 +109,13 @@ class Observation:
         self, *, version_id: str | None, output: Any, error: InstanceError | None
     ) -> Observation:
         """The same observation with what a ``get`` added."""
-        return replace(self, version_id=version_id or self.version_id, output=output, error=error)
+        return replace(
+            self,
+            version_id=version_id or self.version_id,
+            output=output,
+            error=error,
+            fetched=True,
+        )
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -21,6 +21,7 @@ from tests.support.bridge_harness import (
     send_commands,
 )
 from tests.support.kafka_harness import KafkaBroker
+from tests.support.state_harness import StateReader, fast_states
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -183,7 +184,52 @@ async def test_a_running_bridge_feeds_every_metric(
         "workflows_bridge_api_rate_limited_total",
         "workflows_bridge_api_retries_total",
     }:
+        if name.startswith("workflows_bridge_states_"):
+            continue  # the state stream is off here: see the next test
         assert name in exposed, f"{name} is never exposed by a running bridge"
+
+
+async def test_the_state_follower_feeds_its_metrics(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(new_topic, 1)
+    config = EmulatorConfig(event_queue="q")
+    async with (
+        Emulator(config) as emulator,
+        StateReader(kafka_broker.bootstrap_servers, topics.output) as reader,
+    ):
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            states=fast_states(queue_id="q"),
+            budget_requests=6000,
+            budget_window_seconds=60,
+        )
+        settings = settings.model_copy(update={"health_port": _free_port()})
+        async with running_bridge(settings), httpx.AsyncClient() as http:
+            create = {"action": "create", "workflow": "wf", "instance_id": "s-1"}
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, [create])
+            await reader.until_final(["s-1"])
+            samples = _samples(
+                (await http.get(f"http://127.0.0.1:{settings.health_port}/metrics")).text
+            )
+    assert _value(samples, "workflows_bridge_states_following") == 1
+    published = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "workflows_bridge_states_published_total"
+    }
+    assert sum(published.values()) == len(reader.records)  # every record, counted by source
+    assert _value(samples, "workflows_bridge_states_requests_total", kind="get") >= 1
+    assert _value(samples, "workflows_bridge_states_live_instances") == 0
+    assert _value(samples, "workflows_bridge_states_pending") >= 0
+    assert _value(samples, "workflows_bridge_states_queue_backlog") >= 0
+    exposed = {name for name, _ in samples} | {name.removesuffix("_created") for name, _ in samples}
+    for name in sample_names():
+        if name.startswith("workflows_bridge_states_"):
+            assert name in exposed, f"{name} is never exposed by a following replica"
 
 
 async def test_a_refused_token_is_not_ready_before_the_first_command(

@@ -105,6 +105,15 @@ def test_command_results_are_weak_observations_of_their_kind() -> None:
     paused = result_observation(_result(action="pause", status="waitingForPause"))
     assert paused is not None
     assert paused.kind is Kind.SIGHTING
+    snapshot = {"status": "complete", "output": {"x": 1}, "error": None, "version_id": "v9"}
+    got = result_observation(_result(action="get", status="complete", instance=snapshot))
+    assert got is not None
+    assert (got.kind, got.output, got.version_id, got.fetched) == (
+        Kind.SIGHTING,
+        {"x": 1},
+        "v9",
+        True,
+    )
     for says_nothing in (
         _result(kind="state"),
         _result(action="send_event", status=None),
