@@ -163,6 +163,8 @@ class RequestBudget:
         self._background: SlidingWindow | None = None
         #: Set whenever a command's wait ends or a request is answered: background waiters look.
         self._changed = asyncio.Event()
+        #: Commands waiting for room in the request window (not for a creation limit).
+        self._request_waiters = 0
         self.stats = BudgetStats()
 
     # -- sharing -----------------------------------------------------------------------
@@ -229,8 +231,13 @@ class RequestBudget:
                 if creations and workflow is not None:
                     for window in (self._creations(workflow), self._account_creations):
                         taken.append((window, await window.acquire(creations)))
-                await self._wait_for_hint()
-                taken.append((self.requests, await self.requests.acquire()))
+                # Only now does this command compete with background work for requests.
+                self._request_waiters += 1
+                try:
+                    await self._wait_for_hint()
+                    taken.append((self.requests, await self.requests.acquire()))
+                finally:
+                    self._request_waiters -= 1
                 if self.blocked_for == 0:
                     break
                 # A 429 arrived while we waited: give the room back and wait out the block.
@@ -259,8 +266,10 @@ class RequestBudget:
         """Hold one request of background work: within its share, and never ahead of a command.
 
         It waits in its own lane (at most the background share of the budget in any window),
-        then until no command is waiting and the replica's window has room: commands always
-        come first, and both together never exceed the replica's budget.
+        then until no command is waiting for the request window and the window has room:
+        commands always come first, and both together never exceed the replica's budget. (A
+        command held by a creation limit does not hold background work up: it does not need
+        the request window yet.)
         """
         lane = self._background
         if lane is None:
@@ -302,7 +311,7 @@ class RequestBudget:
         now = self._clock()
         if self._blocked_until > now:
             return self._blocked_until - now
-        if self.stats.waiting:
+        if self._request_waiters:
             return None
         hint = self._hint_remaining
         if hint is not None and hint <= 0 and now < self._hint_reset_at:

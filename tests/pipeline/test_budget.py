@@ -280,3 +280,25 @@ async def test_a_waiter_follows_the_share_as_it_changes() -> None:
     window.set_share(1.0)
     async with asyncio.timeout(5):
         assert await waiter == 3
+
+
+async def test_commands_held_by_a_creation_limit_do_not_hold_background_work() -> None:
+    budget = RequestBudget(
+        requests=100, window_seconds=10, creations_per_workflow=1, creations_per_account=300
+    )
+    budget.set_background_share(0.5)
+    order: list[str] = []
+
+    async def create() -> None:
+        async with budget.slot(creations=1, workflow="w"):
+            order.append("create")
+
+    await create()
+    # the next create waits about a second for the creation limit ...
+    waiting = asyncio.create_task(create())
+    await asyncio.sleep(0.05)
+    assert budget.stats.waiting == 1
+    async with budget.background_slot():  # ... while background work goes at once
+        order.append("background")
+    await waiting
+    assert order == ["create", "background", "create"]

@@ -215,3 +215,39 @@ async def test_the_executor_takes_statuses_from_the_stream(
     [answer] = [r for r in output.results if r["command_id"] == "again"]
     assert answer["outcome"] == "already_exists"
     assert answer["status"] == "complete"
+
+
+@pytest.mark.full_kafka
+async def test_with_transactional_results_the_states_are_whole_too(
+    kafka_broker: KafkaBroker, new_topic: NewTopic, unique_name: Callable[[str], str]
+) -> None:
+    """Results written in transactions are read back ``read_committed``; the states, written
+    outside them by the follower's own producer, form whole chains once all the same."""
+    topics = await make_topics(new_topic, 3)
+    config = EmulatorConfig(workflows=workflows(), event_queue=QUEUE)
+    async with (
+        Emulator(config) as emulator,
+        StateReader(kafka_broker.bootstrap_servers, topics.output) as reader,
+    ):
+        settings = bridge_settings(
+            kafka_broker,
+            emulator,
+            topics,
+            group=unique_name("g"),
+            states=fast_states(queue_id=QUEUE),
+            **BUDGET,
+        )
+        settings = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"transactional_id": unique_name("tx")})
+            }
+        )
+        async with running_bridge(settings):
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, commands())
+            await reader.until_final(IDS)
+            await reader.settle()
+    chains = reader.chains()
+    for instance_id in IDS:
+        assert not chain_problems(chains[instance_id]), (instance_id, chains[instance_id])
+    transitions = [(r.instance_id, r.previous_status, r.status) for r in reader.records]
+    assert len(transitions) == len(set(transitions))
