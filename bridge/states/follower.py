@@ -203,10 +203,11 @@ class Follower:
         return reader
 
     async def _reader(self, stack: contextlib.AsyncExitStack, topic: str) -> kafka.TopicReader:
+        partitions = await kafka.partitions_of(self._settings, topic)
         consumer = kafka.make_reader(self._settings)
         stack.push_async_callback(consumer.stop)
         await _started(consumer.start(), f"cannot read {topic}")
-        reader = kafka.TopicReader(consumer, topic)
+        reader = kafka.TopicReader(consumer, topic, partitions)
         await reader.start()
         return reader
 

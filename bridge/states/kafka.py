@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.config import Settings
 from bridge.errors import KafkaUnavailable
-from bridge.pipeline.kafka_io import client_options
+from bridge.pipeline.kafka_io import client_options, make_admin
 
 #: Longest wait for one fetch while reading a topic.
 _FETCH_MS = 500
@@ -59,23 +59,42 @@ def parse(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (described by an admin client: a group-less consumer's
+    metadata need not hold a topic it has not assigned yet)."""
+    admin = make_admin(settings)
+    try:
+        await admin.start()
+        described = await admin.describe_topics([topic])
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot describe {topic}: {exc}") from exc
+    finally:
+        await admin.close()
+    found = [
+        TopicPartition(topic, int(partition["partition"]))
+        for entry in described
+        if not entry.get("error_code")
+        for partition in entry.get("partitions", ())
+    ]
+    if not found:
+        raise KafkaUnavailable(f"topic {topic} does not exist")
+    return sorted(found)
+
+
 class TopicReader:
     """Reads one topic's partitions in order: to the end found at start, then on."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, topic: str, partitions: list[TopicPartition]
+    ) -> None:
         self._consumer = consumer
         self._topic = topic
-        self._partitions: list[TopicPartition] = []
+        self._partitions = partitions
 
     async def start(self) -> None:
         """Assign every partition of the topic, from the beginning."""
         consumer = self._consumer
         try:
-            await consumer.topics()  # metadata: the topic's partitions
-            partitions = consumer.partitions_for_topic(self._topic)
-            if not partitions:
-                raise KafkaUnavailable(f"topic {self._topic} does not exist")
-            self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(self._partitions)
             await consumer.seek_to_beginning(*self._partitions)
         except KafkaError as exc:

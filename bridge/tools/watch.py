@@ -27,7 +27,12 @@ from rich.table import Table
 
 from bridge.config import ToolSettings
 from bridge.errors import BridgeError, ConfigError
-from bridge.tools.common import add_kafka_arguments, started_consumer, tool_settings
+from bridge.tools.common import (
+    add_kafka_arguments,
+    started_admin,
+    started_consumer,
+    tool_settings,
+)
 
 FINAL = frozenset({"complete", "errored", "terminated"})
 
@@ -151,7 +156,7 @@ async def watch(
     async with started_consumer(
         settings.kafka, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     ) as consumer:
-        partitions = await _assign(consumer, topics)
+        partitions = await _assign(settings, consumer, topics)
         ends = await consumer.end_offsets(partitions) if not follow else {}
         while not stop.is_set():
             if not follow and await _at_end(consumer, ends):
@@ -179,12 +184,16 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
     return True
 
 
-async def _assign(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
-    await consumer.topics()
+async def _assign(
+    settings: ToolSettings, consumer: AIOKafkaConsumer, topics: list[str]
+) -> list[TopicPartition]:
+    async with started_admin(settings.kafka) as admin:
+        described = await admin.describe_topics(topics)
     partitions = [
-        TopicPartition(topic, p)
-        for topic in topics
-        for p in sorted(consumer.partitions_for_topic(topic) or ())
+        TopicPartition(entry["topic"], int(partition["partition"]))
+        for entry in described
+        if not entry.get("error_code")
+        for partition in entry.get("partitions", ())
     ]
     if not partitions:
         raise ConfigError(f"no such topic: {', '.join(topics)}")
