@@ -357,6 +357,8 @@ class Replica:
         self._paused = False
         #: Partitions whose answers are being read back: nothing of them may be consumed yet.
         self._reading_back: set[TopicPartition] = set()
+        #: Read-backs running, with the partitions each reads.
+        self._readbacks: dict[asyncio.Task[None], set[TopicPartition]] = {}
         self._allowed_workflows = frozenset(settings.cloudflare.workflows)
         # Bound once, after logging is configured: the per-command lines then cost nothing when
         # their level is filtered out (the lazy proxy would re-bind on every call).
@@ -401,6 +403,7 @@ class Replica:
         consumer, outbox = self.consumer, self.outbox
         if consumer.assignment():
             consumer.pause(*consumer.assignment())
+        await self._stop_reading_back()
         timeout = self.settings.pipeline.drain_timeout_seconds
         if not await outbox.wait_settled(None, timeout):
             log.warning("drain_timeout", pending=outbox.pending)
@@ -565,6 +568,7 @@ class Replica:
         if not revoked:
             return
         outbox = self.outbox
+        await self._stop_reading_back(revoked)
         # Their new owners take their share of the budget as soon as they are assigned, maybe
         # while this replica still drains: stop spending it now (found by the fault run, where
         # a replica drawing its old share beside the new owner's drew a 429). Running commands
@@ -589,29 +593,63 @@ class Replica:
         )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Read back what is already answered, then tell the budget shares the partitions.
+        """Start reading back what is already answered, and tell the budget the partitions.
 
-        The new partitions stay paused while the read-back runs; it never raises (aiokafka
-        would swallow the error and leave them paused): a failed read-back is logged and the
-        commands are carried out as if it had found nothing.
+        The new partitions stay paused until their read-back is done. It runs beside the group
+        protocol, not in this callback: a read-back that waits for open transactions would hold
+        the consumer's coordinator, its membership would expire meanwhile, and it would then
+        work on partitions already given to another member (found by the fault run).
         """
-        consumer = self.consumer
         if assigned:
-            consumer.pause(*assigned)
-            self._reading_back |= assigned
-            try:
-                scan = await self.readback.scan(assigned)
-            except Exception as exc:  # noqa: BLE001 - see the docstring
-                log.warning("readback_failed", error=str(exc), error_type=type(exc).__name__)
-            else:
-                self.ledger.merge(scan.ledger)
-                for tp, (since, through) in scan.floors.items():
-                    self.outbox.keep_floor(tp, since, through)
-            finally:
-                self._reading_back -= assigned
-            if not self._paused:
-                consumer.resume(*(assigned & consumer.assignment()))
+            self.consumer.pause(*assigned)
+            self._start_reading_back(assigned)
         self._share(assigned)
+
+    def _start_reading_back(self, partitions: set[TopicPartition]) -> None:
+        self._reading_back |= partitions
+        task = asyncio.create_task(self._read_back(partitions), name="readback")
+        self._readbacks[task] = partitions
+        task.add_done_callback(lambda done: self._readbacks.pop(done, None))
+
+    async def _read_back(self, assigned: set[TopicPartition]) -> None:
+        """Read back, then let the partitions still ours be consumed. It never raises: a failed
+        read-back is logged and the commands are carried out as if it had found nothing."""
+        consumer = self.consumer
+        try:
+            scan = await self.readback.scan(assigned)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("readback_failed", error=str(exc), error_type=type(exc).__name__)
+            scan = None
+        mine = assigned & self._reading_back & consumer.assignment()
+        if scan is not None:
+            for tp in mine:
+                answers = scan.ledger.answers.get(tp)
+                if answers:
+                    self.ledger.answers[tp] = answers
+                floor = scan.floors.get(tp)
+                if floor is not None:
+                    self.outbox.keep_floor(tp, *floor)
+        self._reading_back -= assigned
+        if mine and not self._paused:
+            consumer.resume(*mine)
+
+    async def _stop_reading_back(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Cancel the read-backs of ``partitions`` (None: all); they stay paused. Partitions a
+        cancelled read-back also read and that are kept get a read-back of their own."""
+        cancelled = {
+            task: reading
+            for task, reading in self._readbacks.items()
+            if partitions is None or reading & partitions
+        }
+        for task in cancelled:
+            task.cancel()
+        if cancelled:
+            await asyncio.gather(*cancelled, return_exceptions=True)
+        for reading in cancelled.values():
+            self._reading_back -= reading
+            kept = set() if partitions is None else reading - partitions
+            if kept:
+                self._start_reading_back(kept)
 
     def _hold_share(self, held: set[TopicPartition]) -> float:
         """Tell the budget (or the share exchange) the part of all partitions ``held`` is;

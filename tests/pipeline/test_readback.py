@@ -315,13 +315,14 @@ async def test_partitions_being_read_back_stay_paused_when_a_stall_ends() -> Non
     budget.blocked_for = 5.0  # a 429 block: consumption paused
     replica._backpressure()
     assert consumer.paused == {tp}
-    assigning = asyncio.create_task(replica.on_assigned({tp}))
-    await asyncio.sleep(0.05)
+    # The callback returns at once: the read-back runs beside the group protocol (found by the
+    # fault run: a read-back held in the callback let the membership expire meanwhile).
+    await asyncio.wait_for(replica.on_assigned({tp}), 5)
     budget.blocked_for = 0.0  # the block ends while the read-back runs
     replica._backpressure()
     assert consumer.paused == {tp}  # still paused: its answers are not read back yet
     readback.release.set()
-    await assigning
+    await asyncio.gather(*replica._readbacks)
     assert consumer.paused == set()
 
 
@@ -404,3 +405,28 @@ async def test_a_replica_giving_up_partitions_stops_spending_their_budget_share_
     )
     await replica.on_revoked({mine})
     assert outbox.share_while_draining == 0.25  # only the kept partition's, before the drain
+
+
+async def test_a_revocation_cancels_the_read_back_and_leaves_the_partition_alone() -> None:
+    tp = TopicPartition("cmd", 0)
+    consumer, budget = _Consumer({tp}), _Budget()
+    outbox = _Outbox(budget)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    replica = Replica(
+        settings,
+        budget=cast(Any, budget),
+        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
+        executor=cast(Any, None),
+        outbox=cast(Any, outbox),
+        consumer=cast(Any, consumer),
+        readback=cast(Any, _SlowReadBack()),
+    )
+    await replica.on_assigned({tp})
+    [reading] = list(replica._readbacks)
+    await replica.on_revoked({tp})
+    assert reading.cancelled()
+    assert not replica._readbacks
+    assert consumer.paused == {tp}  # never resumed by a read-back that no longer counts
