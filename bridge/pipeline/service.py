@@ -569,11 +569,6 @@ class Replica:
             return
         outbox = self.outbox
         await self._stop_reading_back(revoked)
-        # Their new owners take their share of the budget as soon as they are assigned, maybe
-        # while this replica still drains: stop spending it now (found by the fault run, where
-        # a replica drawing its old share beside the new owner's drew a 429). Running commands
-        # that need another request wait, and are left to the next owner if the drain ends.
-        self._hold_share(self.consumer.assignment() - revoked)
         dropped = self.runner.drop(lambda work: work.command.tp in revoked)
         for work in dropped:
             outbox.job_dropped(work.command)

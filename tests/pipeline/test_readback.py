@@ -382,31 +382,6 @@ class _Outbox:
         pass
 
 
-async def test_a_replica_giving_up_partitions_stops_spending_their_budget_share_at_once() -> None:
-    """Found by the fault run: replicas draining after the broker pause kept their old share
-    while the new owner already had all partitions' share; together they drew a 429."""
-    mine, kept = TopicPartition("cmd", 0), TopicPartition("cmd", 1)
-    consumer, budget = _Consumer({mine, kept, TopicPartition("cmd", 2)}), _Budget()
-    consumer._assigned = {mine, kept}
-    consumer.partitions_for_topic = lambda topic: {0, 1, 2, 3}  # type: ignore[method-assign]
-    outbox = _Outbox(budget)
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
-        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
-    )
-    replica = Replica(
-        settings,
-        budget=cast(Any, budget),
-        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
-        executor=cast(Any, None),
-        outbox=cast(Any, outbox),
-        consumer=cast(Any, consumer),
-        readback=cast(Any, _SlowReadBack()),
-    )
-    await replica.on_revoked({mine})
-    assert outbox.share_while_draining == 0.25  # only the kept partition's, before the drain
-
-
 async def test_a_revocation_cancels_the_read_back_and_leaves_the_partition_alone() -> None:
     tp = TopicPartition("cmd", 0)
     consumer, budget = _Consumer({tp}), _Budget()
