@@ -252,6 +252,17 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+def membership_lost(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the group moved on without this member (its session expired while it could not
+    reach the coordinator): the partitions being revoked are already someone else's.
+
+    aiokafka has no ``on_partitions_lost``; in that case it resets the member id before it
+    calls the revocation listener, which is what this reads.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    return coordinator is not None and getattr(coordinator, "member_id", None) == ""
+
+
 def make_reader(settings: Settings) -> AIOKafkaConsumer:
     """A consumer outside the group, for reading back what was already written."""
     kafka = settings.kafka

@@ -164,6 +164,22 @@ class Outbox:
                     return
             self._tracker.committed(offsets)
 
+    async def abandon(self) -> None:
+        """Partitions were lost: with a transactional id, abort the open transaction, so none
+        of its results become visible (their commands belong to the new owners now)."""
+        if not self._transactional:
+            return
+        async with self._commit_lock:
+            if not self._in_transaction or self._broken:
+                return
+            try:
+                await self._producer.abort_transaction()
+            except KafkaError as exc:
+                self._broken = True
+                self.stop_for(KafkaUnavailable(f"cannot abort the transaction: {exc}"))
+            finally:
+                self._in_transaction = False
+
     def keep_floor(self, tp: TopicPartition, since: float, through: int) -> None:
         """A read-back found answers up to offset ``through`` among those written since
         ``since``: commits before passing it must not claim a later time."""

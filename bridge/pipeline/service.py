@@ -572,6 +572,20 @@ class Replica:
         dropped = self.runner.drop(lambda work: work.command.tp in revoked)
         for work in dropped:
             outbox.job_dropped(work.command)
+        if kafka_io.membership_lost(self.consumer):
+            # Found by the fault run: a member expelled while the broker was away drained and
+            # committed partitions already given to others, answering commands a second time.
+            # Nothing more is written or committed for them; the new owners answer the rest.
+            await outbox.abandon()
+            for tp in revoked:
+                outbox.forget(tp)
+                self.ledger.forget(tp)
+            log.warning(
+                "partitions_lost",
+                partitions=sorted(str(tp) for tp in revoked),
+                dropped=len(dropped),
+            )
+            return
         settled = await outbox.wait_settled(revoked, self.settings.pipeline.drain_timeout_seconds)
         with contextlib.suppress(BridgeError):
             await outbox.commit(self.consumer, revoked)

@@ -367,6 +367,8 @@ class _Outbox:
     def __init__(self, budget: _Budget) -> None:
         self.budget = budget
         self.share_while_draining: float | None = None
+        self.forgotten: set[TopicPartition] = set()
+        self.abandoned = False
 
     def job_dropped(self, command: object) -> None:
         pass
@@ -379,7 +381,10 @@ class _Outbox:
         pass
 
     def forget(self, tp: TopicPartition) -> None:
-        pass
+        self.forgotten.add(tp)
+
+    async def abandon(self) -> None:
+        self.abandoned = True
 
 
 async def test_a_revocation_cancels_the_read_back_and_leaves_the_partition_alone() -> None:
@@ -405,3 +410,34 @@ async def test_a_revocation_cancels_the_read_back_and_leaves_the_partition_alone
     assert reading.cancelled()
     assert not replica._readbacks
     assert consumer.paused == {tp}  # never resumed by a read-back that no longer counts
+
+
+async def test_lost_partitions_are_neither_drained_nor_committed() -> None:
+    """Found by the fault run: a member expelled while the broker was away drained and committed
+    partitions already given to others, and their commands were answered twice."""
+    tp = TopicPartition("cmd", 0)
+    consumer, budget = _Consumer({tp}), _Budget()
+    outbox = _Outbox(budget)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    replica = Replica(
+        settings,
+        budget=cast(Any, budget),
+        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
+        executor=cast(Any, None),
+        outbox=cast(Any, outbox),
+        consumer=cast(Any, consumer),
+        readback=cast(Any, _SlowReadBack()),
+    )
+    consumer._coordinator = type("C", (), {"member_id": "m-1"})()  # type: ignore[attr-defined]
+    await replica.on_revoked({tp})  # an ordinary rebalance: drained, then forgotten
+    assert outbox.share_while_draining is not None
+    assert not outbox.abandoned
+    outbox.share_while_draining = None
+    consumer._coordinator.member_id = ""  # type: ignore[attr-defined]  # expelled: lost
+    await replica.on_revoked({tp})
+    assert outbox.share_while_draining is None  # no drain
+    assert outbox.abandoned
+    assert outbox.forgotten == {tp}
