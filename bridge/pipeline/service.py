@@ -580,6 +580,8 @@ class Replica:
             for tp in revoked:
                 outbox.forget(tp)
                 self.ledger.forget(tp)
+            if self.states is not None:
+                await self.states.on_revoked(revoked)
             log.warning(
                 "partitions_lost",
                 partitions=sorted(str(tp) for tp in revoked),
