@@ -185,9 +185,13 @@ class Follower:
     async def _replay(
         self, stack: contextlib.AsyncExitStack, sink: StateSink, newest: datetime | None
     ) -> kafka.TopicReader:
-        """The recent command results, fed to the sink; returns the reader, at their end."""
-        reader = await self._reader(stack, self._settings.topics.output)
+        """The recent command results, fed to the sink; returns the reader, at their end.
+
+        Only records written since the horizon are read (found by the broker's time index), so
+        a takeover's cost follows the recent traffic, not the output topic's whole history.
+        """
         horizon = (newest or datetime.now(UTC)) - REPLAY_MARGIN
+        reader = await self._reader(stack, self._settings.topics.output, since=horizon)
 
         def replay(record: ConsumerRecord[bytes, bytes]) -> None:
             value = kafka.parse(record)
@@ -202,13 +206,15 @@ class Follower:
         await reader.read_to_end(replay)
         return reader
 
-    async def _reader(self, stack: contextlib.AsyncExitStack, topic: str) -> kafka.TopicReader:
+    async def _reader(
+        self, stack: contextlib.AsyncExitStack, topic: str, *, since: datetime | None = None
+    ) -> kafka.TopicReader:
         partitions = await kafka.partitions_of(self._settings, topic)
         consumer = kafka.make_reader(self._settings)
         stack.push_async_callback(consumer.stop)
         await _started(consumer.start(), f"cannot read {topic}")
         reader = kafka.TopicReader(consumer, topic, partitions)
-        await reader.start()
+        await reader.start(since)
         return reader
 
     async def _tail(self, reader: kafka.TopicReader, sink: StateSink, stop: asyncio.Event) -> None:

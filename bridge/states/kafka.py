@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -91,12 +92,21 @@ class TopicReader:
         self._topic = topic
         self._partitions = partitions
 
-    async def start(self) -> None:
-        """Assign every partition of the topic, from the beginning."""
+    async def start(self, since: datetime | None = None) -> None:
+        """Assign every partition of the topic, from the beginning or from the first record
+        written at ``since`` or later (the broker's time index: older records are not read)."""
         consumer = self._consumer
         try:
             consumer.assign(self._partitions)
-            await consumer.seek_to_beginning(*self._partitions)
+            if since is None:
+                await consumer.seek_to_beginning(*self._partitions)
+                return
+            millis = int(since.timestamp() * 1000)
+            found = await consumer.offsets_for_times(dict.fromkeys(self._partitions, millis))
+            ends = await consumer.end_offsets(self._partitions)
+            for tp in self._partitions:
+                at = found.get(tp)
+                consumer.seek(tp, ends[tp] if at is None else at.offset)
         except KafkaError as exc:
             raise KafkaUnavailable(f"cannot read {self._topic}: {exc}") from exc
 
