@@ -23,13 +23,14 @@ from aiokafka.errors import KafkaError
 
 from bench import report as reporting
 from bench import states
+from bench.baseline import BASELINE_REV, BEFORE, baseline_tree
 from bench.common import BenchError, Broker, Names, say
 from bench.runner import PARTITIONS, Context, Measurement
 from bench.scenarios import DEFAULT, QUICK, Scenario, Sizes, select
 from bridge.local import EmbeddedTansu
 
 #: The whole benchmark stops taking on new work after this long (seconds), by default.
-TIME_LIMIT = 20 * 60.0
+TIME_LIMIT = 60 * 60.0
 #: How long past the time limit a run that started in time may go on before it is stopped.
 HARD_LIMIT_GRACE = 300.0
 
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         help="scenarios to run, comma-separated: a|creates, b|mixed, c|rate-limited, d|rss, "
-        "t|terminates, e|states",
+        "t|terminates, e|states, f|faults, s|skew, u|uniform, p|cpu, l0|latency-0, "
+        "l20|latency-20",
     )
     parser.add_argument(
         "--bridge-set",
@@ -54,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         help="extra bridge setting for every bridge run (repeatable)",
     )
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help=f"git revision run as '{BEFORE}' (default {BASELINE_REV}: main before issue #9)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the contestants' logs in this directory")
     parser.add_argument(
         "--time-limit",
@@ -111,8 +118,12 @@ async def _run(
         else:
             logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-logs-")))
         try:
+            before = None
+            if any(scenario.baseline for scenario in scenarios):
+                before = stack.enter_context(baseline_tree(args.baseline_rev))
             async with _broker() as broker:
                 ctx = Context(broker, Names(), logs, started + args.time_limit, overrides)
+                ctx.baseline = before
                 description = broker.description
                 say(f"broker: {description}; {runs} run(s) of each timed scenario")
                 measurements = await _all(ctx, scenarios, sizes, runs, args.time_limit)
@@ -122,6 +133,8 @@ async def _run(
     elapsed = time.monotonic() - started
     result = reporting.build(scenarios, sizes, measurements)
     result.notes = _notes(sizes, runs, description, overrides, elapsed)
+    if any(scenario.baseline for scenario in scenarios):
+        result.notes += _notes_9(sizes, args.baseline_rev)
     print(reporting.render(result))
     if args.json is not None:
         args.json.write_text(
@@ -131,7 +144,14 @@ async def _run(
                     "runs": runs,
                     "elapsed_seconds": round(elapsed, 1),
                     "measurements": [
-                        dataclasses.asdict(m) | {"used": m.used} for m in measurements
+                        dataclasses.asdict(m)
+                        | {
+                            "used": m.used,
+                            "not_own": m.not_own,
+                            "confirmations": m.confirmations,
+                            "cpu_per_1000": m.cpu_per_1000,
+                        }
+                        for m in measurements
                     ],
                     "verdicts": [dataclasses.asdict(v) for v in result.verdicts],
                 },
@@ -244,3 +264,27 @@ def _notes(
         notes.append("bridge overrides: " + " ".join(f"{k}={v}" for k, v in overrides.items()))
     notes.append(f"benchmark took {elapsed:.0f} s")
     return notes
+
+
+def _notes_9(sizes: Sizes, rev: str) -> list[str]:
+    window = f"{sizes.window:g} s"
+    return [
+        f"{BEFORE}: the same service from git revision {rev} (main before issue #9), run the "
+        "same way from a copy unpacked with `git archive`",
+        "f: emulator fails 30 % of requests on every route (7.5 % each: 500, dropped "
+        "connection, 500 after the change, dropped after the change); confirming = get "
+        "requests and list pages of more than one item, over all requests; not own = requests "
+        "on routes other than create and batch (confirming ones and the one-item token check "
+        "each replica makes at start, retried under faults), over all requests",
+        f"s, u: 3 replicas in one group, 3 command partitions; emulator and group budget "
+        f"{sizes.budget} per {window} (the emulator blocks {window} on excess); the commands "
+        "are published once every replica holds its partition; s: all on partition 0, u: keyed "
+        f"over all three; used = requests accepted in {sizes.windows} whole windows from the "
+        f"first accepted one / ({sizes.budget} x {sizes.windows})",
+        "p: CPU = the contestant's user + system seconds from its first result to its last, "
+        "per 1,000 commands; log level info (the default), JSON lines to a file",
+        f"l0, l20: {sizes.latency_commands:,} mixed commands, one at a time at "
+        f"{sizes.latency_rate:g}/s after a first one came back; latency = result's broker "
+        "timestamp - command's broker timestamp (both CreateTime, this host's clock); creates "
+        "include the 20 ms batch linger; log level info",
+    ]

@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -25,6 +26,7 @@ from bench.procs import Contestant
 #: Longer than a fetch may wait at the broker (aiokafka's fetch_max_wait_ms is 500).
 _QUIET = 0.7
 _OUTCOME = re.compile(rb'"outcome":\s*"([a-z_]+)"')
+_COMMAND_ID = re.compile(rb'"command_id":\s*"([^"]*)"')
 
 
 @dataclass(slots=True)
@@ -35,8 +37,12 @@ class Observed:
     first_ms: int | None = None
     last_ms: int | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
-    #: Contestant CPU seconds and wall time between the first and the last result seen.
+    #: Contestant CPU time over wall time between the first and the last result seen, and the
+    #: CPU seconds themselves (all the contestant's processes together).
     cpu_busy: float | None = None
+    cpu_seconds: float | None = None
+    #: When the first result of each command was written (ms), if asked to keep them.
+    result_at: dict[str, int] = field(default_factory=dict)
 
     def rate(self) -> float | None:
         """Commands per second from the first result to the last."""
@@ -54,8 +60,9 @@ class Observed:
 class OutputWatcher:
     """Reads one topic from its beginning, without a group, while a contestant runs."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, keep_times: bool = False) -> None:
         self.topic = topic
+        self._keep_times = keep_times
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -95,32 +102,46 @@ class OutputWatcher:
                     seen.last_ms = stamp
                 found = _OUTCOME.search(record.value or b"")
                 seen.outcomes[found.group(1).decode() if found else "forwarded"] += 1
+                if self._keep_times:
+                    command = _COMMAND_ID.search(record.value or b"")
+                    if command is not None:
+                        seen.result_at.setdefault(command.group(1).decode(), stamp)
 
     async def wait_for(
-        self, expected: int, *, within: float, contestant: Contestant, sample_rss: bool = False
+        self,
+        expected: int,
+        *,
+        within: float,
+        contestant: Contestant | Sequence[Contestant],
+        sample_rss: bool = False,
+        done: Callable[[], bool] | None = None,
     ) -> Observed:
-        """Read until ``expected`` results arrived; fail clearly on a timeout or a crash."""
+        """Read until ``expected`` results arrived (or ``done()`` says so); fail clearly on a
+        timeout or a crash. Several contestants (replicas) are watched and counted together."""
+        group = [contestant] if isinstance(contestant, Contestant) else list(contestant)
         deadline = time.monotonic() + within
         cpu_start: tuple[float, float] | None = None
-        while self.seen.count < expected:
-            contestant.check_alive()
-            if sample_rss:
-                contestant.sample_rss()
+        while not (done() if done is not None else self.seen.count >= expected):
+            for one in group:
+                one.check_alive()
+                if sample_rss:
+                    one.sample_rss()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(
-                    f"{contestant.name}: {self.seen.count:,} of {expected:,} results after "
-                    f"{within:g} s; giving up. Its log ends:\n{contestant.log_tail()}"
+                    f"{group[0].name}: {self.seen.count:,} of {expected:,} results after "
+                    f"{within:g} s; giving up. Its log ends:\n{group[0].log_tail()}"
                 )
             await self._poll(int(min(left, 0.1) * 1000))
             if cpu_start is None and self.seen.count:
-                cpu = contestant.cpu_seconds()
+                cpu = _cpu(group)
                 cpu_start = None if cpu is None else (cpu, time.monotonic())
-        cpu = contestant.cpu_seconds()
+        cpu = _cpu(group)
         if cpu_start is not None and cpu is not None:
             wall = time.monotonic() - cpu_start[1]
             if wall > 0.2:  # shorter intervals say nothing at 10 ms clock ticks
                 self.seen.cpu_busy = (cpu - cpu_start[0]) / wall
+                self.seen.cpu_seconds = cpu - cpu_start[0]
         return self.seen
 
     async def final_count(self, *, within: float = 15.0) -> int:
@@ -164,6 +185,17 @@ class OutputWatcher:
                 return total
             if time.monotonic() > deadline:
                 raise BenchError(f"could not read {self.topic} to its end within {within:g} s")
+
+
+def _cpu(group: Sequence[Contestant]) -> float | None:
+    """CPU seconds of every process in ``group`` so far, or None once one is gone."""
+    total = 0.0
+    for one in group:
+        seconds = one.cpu_seconds()
+        if seconds is None:
+            return None
+        total += seconds
+    return total
 
 
 async def count_records(bootstrap: str, topic: str) -> int:

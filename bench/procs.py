@@ -26,11 +26,18 @@ class Contestant:
     """``python <args>`` in its own session, with ``env``; output appended to ``log_path``."""
 
     def __init__(
-        self, name: str, args: Sequence[str], *, env: dict[str, str], log_path: Path
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path | str = ROOT,
     ) -> None:
         self.name = name
         self._args = list(args)
         self._env = env
+        self._cwd = cwd
         self.log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
         self.peak_rss_kb = 0
@@ -41,7 +48,7 @@ class Contestant:
                 sys.executable,
                 *self._args,
                 env=self._env,
-                cwd=ROOT,
+                cwd=self._cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench import states
+from bench import cost_report, states
 from bench.runner import BRIDGE, NAIVE, RAW, Measurement
 from bench.scenarios import Scenario, Sizes
 
@@ -101,14 +101,22 @@ def build(
         verdict = _verdict(scenario.key, by)
         if verdict is not None:
             report.verdicts.append(verdict)
-            for row in rows:
-                if row.contestant == BRIDGE:
-                    row.target, row.met = verdict.target, _met(verdict.met)
-                    row.versus = row.versus or verdict.measured
+        for row in rows:
+            if row.contestant == BRIDGE:
+                _judge(row, scenario.key, verdict, by)
         if report.rows:
             report.rows.append(Row())
         report.rows.extend(rows)
     return report
+
+
+def _judge(row: Row, key: str, verdict: Verdict | None, by: dict[str, list[Measurement]]) -> None:
+    """This bridge's row: its target and verdict, or (CPU, latency) beside today's bridge."""
+    if verdict is not None:
+        row.target, row.met = verdict.target, _met(verdict.met)
+        row.versus = row.versus or verdict.measured
+    elif key in cost_report.KEYS:  # no target: reported beside the bridge before #9
+        row.versus, row.target = cost_report.compared(key, by), "reported"
 
 
 def _row(key: str, contestant: str, runs: list[Measurement]) -> Row:
@@ -144,6 +152,8 @@ def _row(key: str, contestant: str, runs: list[Measurement]) -> Row:
         row.runs = " ".join("—" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f}" for m in runs)
         rss = _of(runs, lambda m: m.peak_rss_mb)
         row.median = "—" if rss is None else f"{rss:.0f} MB RSS"
+    elif key in cost_report.KEYS:
+        cost_report.fill(key, runs, row)
     elif key == "t":
         counted = [terminate_requests(m) for m in runs]
         row.runs = " ".join("—" if c is None else f"{c:.0f}" for c in counted)
@@ -160,6 +170,9 @@ def _row(key: str, contestant: str, runs: list[Measurement]) -> Row:
 
 
 def _verdict(key: str, by: dict[str, list[Measurement]]) -> Verdict | None:
+    if key in cost_report.KEYS:
+        judged = cost_report.verdict(key, by)
+        return None if judged is None else Verdict(key, *judged)
     bridge = by.get(BRIDGE, [])
     if key == "a":
         return _ratio(key, bridge, by.get(RAW, []), RAW, CREATES_VS_RAW)

@@ -6,16 +6,22 @@ API) a fresh emulator, so runs cannot see each other's state, budget or instance
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from bench.common import BenchError, Broker, Names, python_env, say
-from bench.measure import OutputWatcher, count_records
+from bench.baseline import BEFORE, baseline_env
+from bench.common import ROOT, BenchError, Broker, Names, python_env, say
+from bench.measure import Observed, OutputWatcher, count_records
 from bench.procs import Contestant
 from bench.workload import WORKFLOW
 from bridge.local.emulator import Emulator, EmulatorConfig
@@ -38,6 +44,8 @@ class Context:
     deadline: float
     #: ``BRIDGE_*`` settings from ``--bridge-set``, applied over each scenario's own.
     bridge_overrides: dict[str, str] = field(default_factory=dict)
+    #: The ``bridge`` package before issue #9 (see :mod:`bench.baseline`), if unpacked.
+    baseline: Path | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -65,6 +73,8 @@ class Measurement:
     outcomes: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     api_requests: dict[str, int] = field(default_factory=dict)
+    #: ``list`` requests by the page size they asked for (1: the token check at start).
+    list_page_sizes: dict[int, int] = field(default_factory=dict)
     throttled: int | None = None
     #: Rate-limited scenario: requests accepted in the measured interval, and the budget's
     #: allowance for that interval.
@@ -78,7 +88,38 @@ class Measurement:
     share_used: float | None = None
     delay_p50: float | None = None
     delay_p99: float | None = None
+    #: CPU seconds the contestant spent from its first result to its last.
+    cpu_seconds: float | None = None
+    #: Command → result latency percentiles (ms), where the scenario measures them.
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
     error: str | None = None
+
+    @property
+    def cpu_per_1000(self) -> float | None:
+        """CPU seconds per 1,000 commands, from the first result to the last."""
+        if self.cpu_seconds is None or not self.results or self.results < 2:
+            return None
+        return self.cpu_seconds / (self.results - 1) * 1000
+
+    @property
+    def confirmations(self) -> float | None:
+        """The share of API requests spent confirming instances: every ``get``, and ``list``
+        pages longer than the one-item token check."""
+        total = sum(self.api_requests.values())
+        if not total:
+            return None
+        pages = sum(n for size, n in self.list_page_sizes.items() if size > 1)
+        return (self.api_requests.get("get", 0) + pages) / total
+
+    @property
+    def not_own(self) -> float | None:
+        """The share of API requests that are not a command's own call (creates: anything but
+        ``create`` and ``batch``)."""
+        total = sum(self.api_requests.values())
+        if not total:
+            return None
+        return 1 - sum(self.api_requests.get(r, 0) for r in ("create", "batch")) / total
 
     @property
     def used(self) -> float | None:
@@ -120,8 +161,19 @@ class Plan:
     bridge_settings: dict[str, str] = field(default_factory=dict)
     #: Rate-limited scenario: measure the accepted requests over this many budget windows.
     budget_windows: int = 0
+    #: Stop once those windows have passed, not when ``expected`` results are in (the backlog
+    #: is larger than the windows can take).
+    windows_only: bool = False
     sample_rss: bool = False
     expected_outcome: str = "ok"
+    #: Further outcomes accepted (today's bridge answers retried creates ``already_exists``).
+    also_allowed: frozenset[str] = frozenset()
+    #: Processes of the contestant in one consumer group, and the input topic's partitions.
+    replicas: int = 1
+    partitions: int = PARTITIONS
+    #: Publishes the commands while the contestant runs, once it consumes; returns when each
+    #: command was written (ms) by command id, for latencies.
+    feed: Callable[[OutputWatcher], Coroutine[Any, Any, dict[str, int]]] | None = None
 
 
 async def measure(ctx: Context, plan: Plan) -> Measurement:
@@ -144,12 +196,11 @@ async def measure(ctx: Context, plan: Plan) -> Measurement:
 
 async def _measure(ctx: Context, plan: Plan, result: Measurement, within: float) -> None:
     names = ctx.names
-    slug = {RAW: "raw", NAIVE: "naive", BRIDGE: "bridge"}[plan.contestant]
+    slug = {RAW: "raw", NAIVE: "naive", BRIDGE: "bridge", BEFORE: "before"}[plan.contestant]
     output = names(plan.scenario, plan.run, slug, "out")
     dlq = names(plan.scenario, plan.run, slug, "dlq")
     group = names(plan.scenario, plan.run, slug, "group")
     await ensure_topics(ctx.broker.bootstrap_servers, {output: PARTITIONS, dlq: 1})
-    log_path = ctx.logs / f"{plan.scenario}-{plan.run}-{slug}.log"
     async with contextlib.AsyncExitStack() as stack:
         emu: Emulator | None = None
         answers = _TimedAnswers()
@@ -159,31 +210,136 @@ async def _measure(ctx: Context, plan: Plan, result: Measurement, within: float)
             for instance_id in plan.existing_instances:
                 emu.add_instance(WORKFLOW, instance_id)
         watcher = await stack.enter_async_context(
-            OutputWatcher(ctx.broker.bootstrap_servers, output)
+            OutputWatcher(ctx.broker.bootstrap_servers, output, keep_times=plan.feed is not None)
         )
-        args, env = _command(ctx, plan, emu, output=output, dlq=dlq, group=group)
-        contestant = await stack.enter_async_context(
-            Contestant(plan.contestant, args, env=env, log_path=log_path)
-        )
-        seen = await watcher.wait_for(
-            plan.expected, within=within, contestant=contestant, sample_rss=plan.sample_rss
-        )
+        args, env, cwd = _command(ctx, plan, emu, output=output, dlq=dlq, group=group)
+        contestants = [
+            await stack.enter_async_context(contestant)
+            for contestant in _contestants(ctx, plan, slug, args=args, env=env, cwd=cwd)
+        ]
+        if plan.replicas > 1:
+            await _group_formed(contestants, plan.partitions, within=SETTLE)
+        feeding: asyncio.Task[dict[str, int]] | None = None
+        if plan.feed is not None:
+            # The budget windows are measured from the first request the fed commands cause,
+            # not from the token check each replica makes at its start.
+            answers.accepted_at.clear()
+            feeding = asyncio.create_task(plan.feed(watcher))
+        try:
+            seen = await watcher.wait_for(
+                plan.expected,
+                within=within,
+                contestant=contestants,
+                sample_rss=plan.sample_rss,
+                done=_windows_passed(plan, answers) if plan.windows_only else None,
+            )
+            sent_at = {} if feeding is None else await feeding
+        finally:
+            if feeding is not None and not feeding.done():
+                feeding.cancel()
         if plan.sample_rss:
-            result.peak_rss_mb = contestant.sample_rss() / 1024
-        code = await contestant.stop()
-        if code != 0:
-            raise BenchError(f"{plan.contestant} exited with {code}:\n{contestant.log_tail()}")
+            result.peak_rss_mb = contestants[0].sample_rss() / 1024
+        for contestant in contestants:
+            code = await contestant.stop()
+            if code != 0:
+                raise BenchError(f"{contestant.name} exited with {code}:\n{contestant.log_tail()}")
         result.results = await watcher.final_count()
-        result.rate, result.span, result.cpu_busy = seen.rate(), seen.span_seconds, seen.cpu_busy
-        result.outcomes = dict(seen.outcomes)
+        _collect(result, plan, seen, sent_at)
         if emu is not None:
             result.api_requests = dict(emu.stats.requests)
+            result.list_page_sizes = dict(emu.stats.list_page_sizes)
             result.throttled = emu.stats.rate_limited
             if plan.budget_windows and plan.emulator is not None:
                 _rate_use(result, plan, answers.accepted_at)
-    if plan.contestant == BRIDGE:
+    if plan.contestant in (BRIDGE, BEFORE):
         result.dead_letters = await count_records(ctx.broker.bootstrap_servers, dlq)
     _check(result, plan)
+
+
+def _contestants(
+    ctx: Context,
+    plan: Plan,
+    slug: str,
+    *,
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path | str,
+) -> list[Contestant]:
+    """The contestant's processes (one per replica), each with its own log file."""
+    made = []
+    for replica in range(plan.replicas):
+        name = plan.contestant if plan.replicas == 1 else f"{plan.contestant} #{replica + 1}"
+        tag = "" if plan.replicas == 1 else f"-{replica + 1}"
+        log_path = ctx.logs / f"{plan.scenario}-{plan.run}-{slug}{tag}.log"
+        made.append(Contestant(name, args, env=env, log_path=log_path, cwd=cwd))
+    return made
+
+
+def _collect(result: Measurement, plan: Plan, seen: Observed, sent_at: dict[str, int]) -> None:
+    result.rate, result.span, result.cpu_busy = seen.rate(), seen.span_seconds, seen.cpu_busy
+    result.cpu_seconds = seen.cpu_seconds
+    result.outcomes = dict(seen.outcomes)
+    _latencies(result, sent_at, seen.result_at)
+
+
+#: Longest wait for a group of replicas to settle on one partition each.
+SETTLE = 90.0
+
+
+async def _group_formed(contestants: list[Contestant], partitions: int, *, within: float) -> None:
+    """Wait until every replica's latest ``partitions_assigned`` log line holds its own share of
+    the partitions and together they hold them all (the bridge logs at info for this)."""
+    deadline = time.monotonic() + within
+    while True:
+        latest = [_assigned(contestant) for contestant in contestants]
+        held = [p for mine in latest if mine is not None for p in mine]
+        each = partitions // len(contestants)
+        if (
+            all(mine is not None and len(mine) == each for mine in latest)
+            and len(set(held)) == len(held) == partitions
+        ):
+            return
+        for contestant in contestants:
+            contestant.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the replicas did not settle on their partitions: {latest}")
+        await asyncio.sleep(0.2)
+
+
+def _assigned(contestant: Contestant) -> list[str] | None:
+    """The partitions of the replica's latest ``partitions_assigned`` line, if any."""
+    try:
+        lines = contestant.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        if '"partitions_assigned"' not in line:
+            continue
+        try:
+            partitions = json.loads(line).get("partitions")
+        except ValueError:
+            continue
+        if isinstance(partitions, list):
+            return [str(p) for p in partitions]
+    return None
+
+
+def _windows_passed(plan: Plan, answers: _TimedAnswers) -> Callable[[], bool]:
+    """True once the measured budget windows (from the first accepted request) are over."""
+    budget = plan.emulator.budget if plan.emulator is not None else None
+    span = plan.budget_windows * (budget.window_seconds if budget is not None else 0.0)
+
+    def passed() -> bool:
+        return bool(answers.accepted_at) and time.monotonic() > answers.accepted_at[0] + span + 1
+
+    return passed
+
+
+def _latencies(result: Measurement, sent_at: dict[str, int], result_at: dict[str, int]) -> None:
+    waits = sorted(result_at[c] - at for c, at in sent_at.items() if c in result_at)
+    if len(waits) >= 2:
+        cuts = statistics.quantiles(waits, n=100, method="inclusive")
+        result.latency_p50_ms, result.latency_p99_ms = cuts[49], cuts[98]
 
 
 def _rate_use(result: Measurement, plan: Plan, accepted_at: list[float]) -> None:
@@ -200,14 +356,20 @@ def _rate_use(result: Measurement, plan: Plan, accepted_at: list[float]) -> None
 
 
 def _check(result: Measurement, plan: Plan) -> None:
-    if result.results != plan.expected:
+    if plan.windows_only:
+        # Stopped after the windows, with commands left; a rebalance may have answered a few
+        # twice (at-least-once). At least one result, and only wanted outcomes.
+        if not result.results:
+            raise BenchError(f"{plan.contestant}: no result at all")
+    elif result.results != plan.expected:
         raise BenchError(
             f"{plan.contestant}: {result.results:,} results on the output topic, "
             f"expected exactly {plan.expected:,}"
         )
     if result.dead_letters:
         raise BenchError(f"{plan.contestant}: {result.dead_letters:,} dead letters, expected 0")
-    wrong = {k: v for k, v in result.outcomes.items() if k != plan.expected_outcome}
+    allowed = {plan.expected_outcome, *plan.also_allowed}
+    wrong = {k: v for k, v in result.outcomes.items() if k not in allowed}
     if wrong:
         raise BenchError(
             f"{plan.contestant}: unexpected outcomes {wrong} (all should be "
@@ -217,14 +379,19 @@ def _check(result: Measurement, plan: Plan) -> None:
 
 def _command(
     ctx: Context, plan: Plan, emu: Emulator | None, *, output: str, dlq: str, group: str
-) -> tuple[list[str], dict[str, str]]:
+) -> tuple[list[str], dict[str, str], Path | str]:
+    """The contestant's arguments, environment and working directory."""
     bootstrap = ctx.broker.bootstrap_servers
-    if plan.contestant == BRIDGE:
+    if plan.contestant in (BRIDGE, BEFORE):
         if emu is None:
             raise BenchError("the bridge needs an emulator")
-        return ["-m", "bridge", "run"], bridge_env(
-            ctx, plan, emu, output=output, dlq=dlq, group=group
-        )
+        env = bridge_env(ctx, plan, emu, output=output, dlq=dlq, group=group)
+        if plan.contestant == BRIDGE:
+            return ["-m", "bridge", "run"], env, ROOT
+        if ctx.baseline is None:
+            raise BenchError("no baseline: the bridge before #9 could not be unpacked from git")
+        # Run from the baseline's directory: `python -m` puts the working directory first.
+        return ["-m", "bridge", "run"], baseline_env(env, ctx.baseline), ctx.baseline
     args = [
         "-m",
         "bench.contestants",
@@ -244,7 +411,7 @@ def _command(
         if emu is None:
             raise BenchError("the naive bridge needs an emulator")
         args += ["--base-url", emu.base_url, "--token", emu.config.token, "--account", ACCOUNT]
-    return args, python_env()
+    return args, python_env(), ROOT
 
 
 def bridge_env(
@@ -264,6 +431,7 @@ def bridge_env(
             "BRIDGE_TOPICS__COMMANDS": plan.input_topic,
             "BRIDGE_TOPICS__OUTPUT": output,
             "BRIDGE_TOPICS__DLQ": dlq,
+            "BRIDGE_TOPICS__BUDGET": f"{group}.budget",
             "BRIDGE_CLOUDFLARE__ACCOUNT_ID": ACCOUNT,
             "BRIDGE_CLOUDFLARE__API_TOKEN": emu.config.token,
             "BRIDGE_CLOUDFLARE__BASE_URL": emu.base_url,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bench import states, workload
+from bench import budget_use, overhead, states, workload
 from bench.common import say
 from bench.runner import (
     BRIDGE,
@@ -60,6 +60,12 @@ class Sizes:
     #: The state-stream scenario: instances, and how long each sleeps mid-way (ms).
     states: int = 1_000
     states_sleep_ms: float = 15_000
+    #: Issue #9: creates under faults; mixed commands for CPU; commands timed one by one at a
+    #: light rate (per second) for latency. Skew and uniform use the budget sizes above.
+    faulty_creates: int = 3_000
+    cpu_commands: int = 5_000
+    latency_commands: int = 300
+    latency_rate: float = 20.0
 
 
 DEFAULT = Sizes(
@@ -89,6 +95,9 @@ QUICK = Sizes(
     backlog=10_000,
     states=100,
     states_sleep_ms=3_000,
+    faulty_creates=300,
+    cpu_commands=500,
+    latency_commands=60,
 )
 
 Runner = Callable[[Context, Sizes, int], Awaitable[list[Measurement]]]
@@ -102,6 +111,8 @@ class Scenario:
     #: Timed scenarios run ``--runs`` times; the memory scenario once.
     repeated: bool
     run: Runner
+    #: It runs the bridge before issue #9 as today's behaviour (unpacked from git).
+    baseline: bool = False
 
 
 async def _feed(ctx: Context, key: str, run: int, work: workload.Workload) -> str:
@@ -316,6 +327,54 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda s: f"{s.states:,} instances to a final state",
         repeated=False,
         run=state_stream,
+    ),
+    Scenario(
+        "f",
+        "faults",
+        lambda s: f"{s.faulty_creates:,} creates, API failing 30 %",
+        repeated=True,
+        run=budget_use.faults,
+        baseline=True,
+    ),
+    Scenario(
+        "s",
+        "skew",
+        lambda s: f"3 replicas, budget {s.budget}/{s.window:g} s, load on one",
+        repeated=True,
+        run=budget_use.skew,
+        baseline=True,
+    ),
+    Scenario(
+        "u",
+        "uniform",
+        lambda s: f"3 replicas, budget {s.budget}/{s.window:g} s, load even",
+        repeated=True,
+        run=budget_use.uniform,
+        baseline=True,
+    ),
+    Scenario(
+        "p",
+        "cpu",
+        lambda s: f"CPU, {s.cpu_commands:,} mixed, API 0 ms, log level info",
+        repeated=True,
+        run=overhead.cpu,
+        baseline=True,
+    ),
+    Scenario(
+        "l0",
+        "latency-0",
+        lambda s: f"latency, {s.latency_rate:g} cmd/s, API 0 ms",
+        repeated=True,
+        run=overhead.latency_0,
+        baseline=True,
+    ),
+    Scenario(
+        "l20",
+        "latency-20",
+        lambda s: f"latency, {s.latency_rate:g} cmd/s, API 20 ms",
+        repeated=True,
+        run=overhead.latency_20,
+        baseline=True,
     ),
 )
 

@@ -137,8 +137,26 @@ def events(count: int, *, instances: int, prefix: str) -> Workload:
     return Workload(records, Counter({"send_event": count}), existing_instances=ids)
 
 
-async def publish(bootstrap: str, topic: str, records: Sequence[Record], *, within: float) -> None:
-    """Write every record (acks=all) and wait until the broker has them all."""
+def identified(work: Workload, prefix: str) -> Workload:
+    """``work`` with a ``command_id`` (``<prefix>-<n>``) in every command, to time each one."""
+    records = []
+    for index, record in enumerate(work.records):
+        command = json.loads(record.value)
+        command["command_id"] = f"{prefix}-{index}"
+        records.append(Record(record.key, json.dumps(command, separators=(",", ":")).encode()))
+    return Workload(records, Counter(work.actions), list(work.existing_instances))
+
+
+async def publish(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[Record],
+    *,
+    within: float,
+    partition: int | None = None,
+) -> None:
+    """Write every record (acks=all; to ``partition`` if given, else by key) and wait until the
+    broker has them all."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="bench-feeder",
@@ -150,7 +168,8 @@ async def publish(bootstrap: str, topic: str, records: Sequence[Record], *, with
         async with asyncio.timeout(within):
             await producer.start()
             pending = [
-                await producer.send(topic, record.value, key=record.key) for record in records
+                await producer.send(topic, record.value, key=record.key, partition=partition)
+                for record in records
             ]
             await asyncio.gather(*pending)
     except TimeoutError:
@@ -159,3 +178,32 @@ async def publish(bootstrap: str, topic: str, records: Sequence[Record], *, with
         ) from None
     finally:
         await stop_within(producer.stop(), 10.0, "the feeding producer")
+
+
+async def paced(
+    bootstrap: str, topic: str, records: Sequence[Record], *, rate: float, within: float
+) -> dict[str, int]:
+    """Write the records one by one at ``rate`` per second, each as soon as it is due (light
+    load); returns when the broker stamped each, in ms, by command id."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, client_id="bench-feeder", acks="all", linger_ms=0
+    )
+    written: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(within):
+            await producer.start()
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for index, record in enumerate(records):
+                delay = start + index / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                meta = await (await producer.send(topic, record.value, key=record.key))
+                written[json.loads(record.value)["command_id"]] = meta.timestamp
+    except TimeoutError:
+        raise BenchError(
+            f"pacing {len(records):,} commands took longer than {within:g} s"
+        ) from None
+    finally:
+        await stop_within(producer.stop(), 10.0, "the pacing producer")
+    return written

@@ -155,8 +155,12 @@ class RequestBudget:
         self._account_creations = SlidingWindow(creations_per_account, 1.0, clock=clock)
         self._workflow_creations: dict[str, SlidingWindow] = {}
         self._blocked_until = 0.0
-        self._hint_remaining: int | None = None
+        #: The token's requests left as the last response's ``Ratelimit`` said (None: no hint),
+        #: and the requests this replica granted since.
+        self._hint_raw: int | None = None
+        self._hint_spent = 0
         self._hint_reset_at = 0.0
+        self._share_changed = asyncio.Event()
         self._share = 1.0
         self._requests_full = requests
         self._creation_share = 1.0
@@ -175,11 +179,13 @@ class RequestBudget:
         self._share = share
         self.requests.set_share(share)
         self.set_creation_share(share)
+        self._share_changed.set()
 
     def set_capacity(self, requests: int) -> None:
         """This replica's requests per window, as the group agreed (0: none for now)."""
         self.requests.set_capacity(requests)
         self._share = requests / self._requests_full
+        self._share_changed.set()
 
     def set_creation_share(self, share: float) -> None:
         """This replica's fraction of the creation limits (its partitions / all partitions)."""
@@ -252,8 +258,7 @@ class RequestBudget:
             self.stats.waiting -= 1
             self._changed.set()
         self.stats.granted += 1
-        if self._hint_remaining is not None:
-            self._hint_remaining -= 1
+        self._hint_spent += 1
         try:
             yield
         finally:
@@ -296,8 +301,7 @@ class RequestBudget:
             self.stats.background_waiting -= 1
         self.stats.granted += 1
         self.stats.background_granted += 1
-        if self._hint_remaining is not None:
-            self._hint_remaining -= 1
+        self._hint_spent += 1
         try:
             yield
         finally:
@@ -322,17 +326,28 @@ class RequestBudget:
         while (left := self.blocked_for) > 0:
             await asyncio.sleep(left)
 
+    @property
+    def _hint_remaining(self) -> int | None:
+        """Our share of what the server said is left, less what we granted since (None: no
+        hint). Computed with the share in effect now, so a larger share counts at once."""
+        if self._hint_raw is None:
+            return None
+        return math.floor(self._hint_raw * self._share) - self._hint_spent
+
     async def _wait_for_hint(self) -> None:
         # The server's own count says how much of the token is left (other replicas and tools
-        # spend it too). Keep our share of what is left; wait for the reset when it runs out.
-        while self._hint_remaining is not None:
+        # spend it too). Keep our share of what is left; wait for the reset when it runs out,
+        # or for a larger share.
+        while (left := self._hint_remaining) is not None:
             now = self._clock()
             if now >= self._hint_reset_at:
-                self._hint_remaining = None
+                self._hint_raw = None
                 return
-            if self._hint_remaining > 0:
+            if left > 0:
                 return
-            await asyncio.sleep(self._hint_reset_at - now)
+            self._share_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._share_changed.wait(), self._hint_reset_at - now)
 
     def observe(
         self, status: int, ratelimit: RateLimitInfo | None, retry_after: float | None
@@ -353,8 +368,7 @@ class RequestBudget:
                 if ratelimit.reset_seconds is not None
                 else self._window_seconds
             )
-            mine = math.floor(ratelimit.remaining * self._share)
-            self._hint_remaining = mine
+            self._hint_raw, self._hint_spent = ratelimit.remaining, 0
             self._hint_reset_at = now + reset
 
     def snapshot(self) -> dict[str, float | int]:

@@ -314,7 +314,7 @@ class ShareLedger:
         wants = {self.key: (demand + self.headroom, _weight(self.own.partitions))}
         for key, record in live.items():
             wants[key] = (record.demand + self.headroom, _weight(record.partitions))
-        return math.floor(_water_fill(available, wants)[self.key] + 1e-9)
+        return _whole(_water_fill(available, wants), available)[self.key]
 
     def lower_to(self, target: int) -> bool:
         """Lower ``cap`` to ``target`` when it is above (always safe); True when it changed."""
@@ -414,6 +414,17 @@ class ShareLedger:
 
 def _weight(partitions: int) -> float:
     return float(max(partitions, 1))
+
+
+def _whole(shares: dict[str, float], available: int) -> dict[str, int]:
+    """Whole requests: each share rounded down, and the units that frees given to the largest
+    remainders (ties by key, so every member that sees the same records agrees)."""
+    whole = {k: math.floor(v + 1e-9) for k, v in shares.items()}
+    spare = min(available, math.floor(sum(shares.values()) + 1e-9)) - sum(whole.values())
+    by_remainder = sorted(shares, key=lambda k: (-(shares[k] - whole[k]), k))
+    for k in by_remainder[: max(spare, 0)]:
+        whole[k] += 1
+    return whole
 
 
 def _water_fill(available: float, wants: dict[str, tuple[int, float]]) -> dict[str, float]:

@@ -302,3 +302,25 @@ async def test_commands_held_by_a_creation_limit_do_not_hold_background_work() -
         order.append("background")
     await waiting
     assert order == ["create", "background", "create"]
+
+
+async def test_a_larger_share_enlarges_the_ratelimit_pace_at_once() -> None:
+    budget = RequestBudget(
+        requests=100, window_seconds=60, creations_per_workflow=100, creations_per_account=300
+    )
+    budget.set_capacity(2)
+    # The server says 90 are left for a minute: 2 % of that is ours, one request.
+    budget.observe(200, RateLimitInfo(remaining=90, reset_seconds=60), None)
+    async with budget.slot():
+        pass
+
+    async def one() -> None:
+        async with budget.slot():
+            pass
+
+    waiting = asyncio.create_task(one())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # our part of what is left is spent: wait for the reset...
+    budget.set_capacity(96)  # ...unless the group gives us more: 96 % of it is ours now
+    await asyncio.wait_for(waiting, 30)

@@ -140,6 +140,25 @@ def test_idle_group_keeps_headroom_and_skew_moves_the_budget() -> None:
     assert busy.ledger.cap >= 0.9 * BUDGET
 
 
+def test_evenly_loaded_members_split_the_whole_budget_by_partitions() -> None:
+    clock = Clock()
+    group = Group(clock, 3)
+    for _ in range(8):
+        for member in group.members:
+            group.read(member)
+            group.tick(member, 500)
+        clock.now += 0.1
+    caps = sorted(m.ledger.cap for m in group.members)
+    assert caps == [33, 33, 34]  # the static split, with the last request handed out too
+    weighted = Group(clock, 2, partitions=3)  # one member holds two of three partitions
+    for _ in range(8):
+        for member in weighted.members:
+            weighted.read(member)
+            weighted.tick(member, 500)
+        clock.now += 0.1
+    assert [m.ledger.cap for m in weighted.members] == [67, 33]
+
+
 def test_a_member_that_gives_up_share_keeps_what_it_let_through_counted() -> None:
     clock = Clock()
     group = Group(clock, 2)

@@ -204,7 +204,9 @@ class ApiServer:
 
     async def _list(self, request: web.Request, target: Target) -> Result:
         flow = self._engine.flow(_workflow(target))
-        return list_page(flow, request.query)
+        items, info = list_page(flow, request.query)
+        self._stats.list_page_sizes[info["per_page"]] += 1
+        return items, info
 
     async def _create(self, request: web.Request, target: Target) -> Result:
         flow = self._engine.flow(_workflow(target))

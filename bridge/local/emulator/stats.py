@@ -49,6 +49,8 @@ class Stats:
     throttled_agents: Counter[str] = field(default_factory=Counter)
     #: Faults injected, by kind and route (``apply_then_error:event``).
     faults_by_route: Counter[str] = field(default_factory=Counter)
+    #: ``list`` requests by the ``per_page`` they asked for (a token check asks for 1).
+    list_page_sizes: Counter[int] = field(default_factory=Counter)
 
     @property
     def rate_limited(self) -> int:
@@ -73,5 +75,6 @@ class Stats:
             self.events_repeated,
             self.throttled_agents,
             self.faults_by_route,
+            self.list_page_sizes,
         ):
             counter.clear()

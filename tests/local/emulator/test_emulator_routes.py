@@ -319,6 +319,8 @@ async def test_list_follows_the_cursor_over_every_instance_once(
     }
     assert ISO_RE.match(item["created_on"])
     assert item["trigger_source"] == "api"
+    # Lists are counted by the page size asked for: 3 + 3 pages of 10, then one of 1.
+    assert emu.stats.list_page_sizes == {10: 6, 1: 1}
 
 
 async def test_list_filters_pages_and_rejects_bad_queries(
