@@ -64,7 +64,7 @@ def fill(key: str, runs: list[Measurement], row: RowLike) -> None:
         row.versus = _routes(runs)
     elif key in ("s", "u"):
         done = _of(runs, lambda m: None if m.results is None else float(m.results))
-        row.results = "—" if done is None else f"{done:,.0f} in the windows"
+        row.results = "—" if done is None else f"{done:,.0f} answered"
         row.runs = " ".join("—" if m.used is None else f"{m.used:.2f}" for m in runs)
         used = _of(runs, lambda m: m.used)
         row.median = "—" if used is None else f"{used:.2f} used"
