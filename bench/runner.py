@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from bench.baseline import BEFORE, baseline_env
+from bench.baseline import BEFORE, Baseline, baseline_env
 from bench.common import ROOT, BenchError, Broker, Names, python_env, say
 from bench.measure import Observed, OutputWatcher, count_records
 from bench.procs import Contestant
@@ -45,7 +45,7 @@ class Context:
     #: ``BRIDGE_*`` settings from ``--bridge-set``, applied over each scenario's own.
     bridge_overrides: dict[str, str] = field(default_factory=dict)
     #: The ``bridge`` package before issue #9 (see :mod:`bench.baseline`), if unpacked.
-    baseline: Path | None = None
+    baseline: Baseline | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -391,7 +391,7 @@ def _command(
         if ctx.baseline is None:
             raise BenchError("no baseline: the bridge before #9 could not be unpacked from git")
         # Run from the baseline's directory: `python -m` puts the working directory first.
-        return ["-m", "bridge", "run"], baseline_env(env, ctx.baseline), ctx.baseline
+        return ["-m", "bridge", "run"], baseline_env(env, ctx.baseline), ctx.baseline.path
     args = [
         "-m",
         "bench.contestants",

@@ -22,15 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_baseline_is_the_bridge_before_issue_9() -> None:
-    with baseline_tree() as tree:
+    with baseline_tree() as baseline:
+        tree = baseline.path
         executor = (tree / "bridge/pipeline/executor.py").read_text()
         assert "async def _status_of" in executor  # the confirmation GET per item
         assert not (tree / "bridge/pipeline/shares.py").exists()
         assert not (tree / "bridge/pipeline/lookup.py").exists()
+        assert "BRIDGE_LOG_LEVEL" in baseline.variables
+        assert "BRIDGE_TOPICS__BUDGET" not in baseline.variables
         env = baseline_env(
-            {"BRIDGE_TOPICS__BUDGET": "b", "BRIDGE_LOG_LEVEL": "info", "PYTHONPATH": "/x"}, tree
+            {
+                "BRIDGE_TOPICS__BUDGET": "b",
+                "BRIDGE_STATES__ENABLED": "false",
+                "BRIDGE_LOG_LEVEL": "info",
+                "HOME": "/h",
+                "PYTHONPATH": "/x",
+            },
+            baseline,
         )
-        assert env == {"BRIDGE_LOG_LEVEL": "info", "PYTHONPATH": str(tree)}
+        assert env == {"BRIDGE_LOG_LEVEL": "info", "HOME": "/h", "PYTHONPATH": str(tree)}
     assert not tree.exists()
 
 
