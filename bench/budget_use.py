@@ -40,13 +40,14 @@ FAULTS = Faults(
 #: One partition per replica: "one replica's partitions" is then partition 0.
 REPLICAS = 3
 SLACK = 60.0
-#: partitions_assigned is logged at info (the runner waits for the group to settle on it); the
-#: default session timeout, so that a busy machine does not make the group rebalance mid-run.
-REPLICA_SETTINGS = {
-    "BRIDGE_LOG_LEVEL": "info",
+#: The default session timeout, so that a busy machine does not make a group rebalance mid-run
+#: (a rebalance answers some commands twice, and the counts must be exact).
+STEADY_GROUP = {
     "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": "10000",
     "BRIDGE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
 }
+#: partitions_assigned is logged at info: the runner waits for the group to settle on it.
+REPLICA_SETTINGS = {"BRIDGE_LOG_LEVEL": "info", **STEADY_GROUP}
 
 
 async def faults(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]:
@@ -79,9 +80,22 @@ async def faults(ctx: Context, sizes: Sizes, run: int) -> list[Measurement]:
                 emulator=emulator(),
                 # Today's bridge answers an item its own retry found taken "already_exists".
                 also_allowed=frozenset({"already_exists"}),
+                bridge_settings=STEADY_GROUP,
             ),
         ),
-        await measure(ctx, Plan("f", run, BRIDGE, topic, n, within, emulator=emulator())),
+        await measure(
+            ctx,
+            Plan(
+                "f",
+                run,
+                BRIDGE,
+                topic,
+                n,
+                within,
+                emulator=emulator(),
+                bridge_settings=STEADY_GROUP,
+            ),
+        ),
     ]
 
 

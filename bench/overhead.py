@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from bench import workload
 from bench.baseline import BEFORE
+from bench.budget_use import STEADY_GROUP
 from bench.common import say
 from bench.measure import OutputWatcher
 from bench.runner import BRIDGE, Context, Measurement, Plan, measure
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 WAITING = WorkflowBehaviour(
     steps=(WaitForEventStep(name="wait", event_type=workload.NEVER_SENT_EVENT),)
 )
-#: The default log level: what a deployed bridge writes.
-DEFAULT_LOGS = {"BRIDGE_LOG_LEVEL": "info"}
+#: The default log level (what a deployed bridge writes) and session timeout.
+DEFAULT_LOGS = {"BRIDGE_LOG_LEVEL": "info", **STEADY_GROUP}
 SLACK = 60.0
 
 
