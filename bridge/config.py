@@ -266,6 +266,12 @@ class StateSettings(_Section):
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)
     #: How long queue events are held so that late ones can be put in event-time order.
     reorder_window_seconds: float = Field(default=1.0, ge=0)
+    #: How long an ended instance is remembered, so that late duplicates of its events are
+    #: recognised; memory holds the live instances and those that ended within this time.
+    forget_final_after_seconds: float = Field(default=3600.0, gt=0)
+    #: Observations waiting to be published (for a ``get``, mostly) before the sources stop
+    #: fetching more: the bound on the stream's memory when the budget cannot keep up.
+    max_pending: int = Field(default=10_000, ge=1)
 
     @field_validator("workflows", mode="before")
     @classmethod

@@ -73,7 +73,13 @@ async def _offer(
 
 async def _run(args: argparse.Namespace, logs: Path) -> int:
     config = EmulatorConfig(token="fuzz-" + random.Random(args.seed).randbytes(8).hex())
-    settings = {"BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS": "10"}
+    settings = {
+        "BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS": "10",
+        # Every valid record creates an instance that ends within seconds: with the default
+        # hour the state tracker would rightly still remember them all when a run ends. A minute
+        # lets the run show that memory levels off once ended instances are forgotten.
+        "BRIDGE_STATES__FORGET_FINAL_AFTER_SECONDS": "60",
+    }
     async with solo("fuzz", logs, config, settings) as s:
         rss: list[tuple[float, float]] = []
         started = time.monotonic()

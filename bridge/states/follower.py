@@ -52,6 +52,8 @@ log = structlog.get_logger(__name__)
 REPLAY_MARGIN = timedelta(minutes=10)
 #: Instances whose records are worked on at once (each waits for its own ``get`` at most).
 WORKERS = 64
+#: Seconds between sweeps that forget instances which ended long enough ago.
+_FORGET_EVERY = 60.0
 
 
 class Follower:
@@ -73,6 +75,7 @@ class Follower:
         self._budget = budget
         self._gate = gate
         self.tracker = Tracker()
+        self._forget_after = timedelta(seconds=settings.states.forget_final_after_seconds)
         pipeline = settings.pipeline
         self.api = BackgroundApi(
             client,
@@ -133,6 +136,7 @@ class Follower:
                     on_fatal=self._fail,
                     reorder_window=settings.states.reorder_window_seconds,
                     on_published=self._on_published,
+                    max_pending=settings.states.max_pending,
                 )
             )
             self.sink = sink
@@ -165,6 +169,7 @@ class Follower:
         settings = self._settings
         reader = await self._reader(stack, kafka.state_topic(settings))
         newest: datetime | None = None
+        ended_before = datetime.now(UTC) - self._forget_after
 
         def restore(record: ConsumerRecord[bytes, bytes]) -> None:
             nonlocal newest
@@ -175,7 +180,7 @@ class Follower:
                 state = StateRecord.model_validate(value)
             except ValueError:
                 return
-            self.tracker.restore(state)
+            self.tracker.restore(state, ended_before=ended_before)
             self.recovered += 1
             newest = state.at if newest is None else max(newest, state.at)
 
@@ -225,12 +230,19 @@ class Follower:
                 self.follow(obs.workflow)
                 sink.submit(obs)
 
+        next_forget = time.monotonic() + _FORGET_EVERY
         while not stop.is_set():
+            await sink.room(stop)
             try:
                 await reader.read_more(feed)
             except KafkaUnavailable as exc:
                 self._fail(exc)
                 return
+            if time.monotonic() >= next_forget:
+                next_forget = time.monotonic() + _FORGET_EVERY
+                forgotten = self.tracker.forget_finals(datetime.now(UTC) - self._forget_after)
+                if forgotten:
+                    log.info("states_forgotten", instances=forgotten, remembered=len(self.tracker))
 
     async def _start_sources(
         self,

@@ -79,6 +79,7 @@ class Poller:
             requests = sum(self._api.requests.values())
             followed = sorted(self._workflows())
             for workflow in followed:
+                await self._sink.room(stop)
                 if stop.is_set():
                     return
                 await self.sweep(workflow)

@@ -95,6 +95,12 @@ class QueueSource:
     async def run(self, stop: asyncio.Event) -> None:
         idle = _IDLE_MIN
         while not stop.is_set():
+            # While the sink is full no more is pulled; what it publishes meanwhile is acked.
+            if not await self._sink.room(stop, within=_IDLE_MAX):
+                await self._flush()
+                continue
+            if stop.is_set():
+                break
             pulled = await self._pull()
             await self._flush()
             if pulled:

@@ -16,6 +16,12 @@ What a ``get`` is spent on (from the background lane of the budget, see :mod:`.b
   a live one drops the event);
 * with ``fetch_output``, the output of ``complete`` and the error of ``errored``;
 * nothing for an observation that is no change (a duplicate never costs a request).
+
+**Bounded.** The sink holds at most about ``max_pending`` observations: sources wait in
+:meth:`StateSink.room` before they fetch more (the results tail, the queue, the poller), so when
+the budget's lane cannot keep up — instances ending faster than their outputs can be fetched —
+the backlog waits where it is durable (the output topic, the queue, the API's own lists) instead
+of in memory, and the stream falls behind rather than growing without bound.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class StateSink:
         on_fatal: Callable[[BridgeError], None],
         reorder_window: float = 0.0,
         on_published: Callable[[str], None] | None = None,
+        max_pending: int = 10_000,
     ) -> None:
         self._on_published = on_published
         self.tracker = tracker
@@ -87,6 +94,9 @@ class StateSink:
         self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_pending = max_pending
+        self._room = asyncio.Event()
+        self._room.set()
         #: Records published, by source.
         self.published: Counter[str] = Counter()
         #: ``instance.errored`` events a ``get`` found to be a step's error, not the end.
@@ -139,6 +149,28 @@ class StateSink:
     def pending(self) -> int:
         """Observations held or not handled yet, plus records not yet acknowledged."""
         return len(self._held) + self._runner.queued + self._unacked
+
+    @property
+    def backlog(self) -> int:
+        """Observations held or not handled yet."""
+        return len(self._held) + self._runner.queued
+
+    async def room(self, stop: asyncio.Event, within: float | None = None) -> bool:
+        """Until the backlog is under ``max_pending`` (or ``stop`` is set): where a source waits
+        before it fetches more observations. False when ``within`` seconds passed first."""
+        deadline = None if within is None else time.monotonic() + within
+        while self.backlog >= self._max_pending and not stop.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._room.clear()
+            waiters = [asyncio.ensure_future(self._room.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return True
 
     async def wait_idle(self, within: float) -> bool:
         """Until everything submitted is handled and on Kafka; False on time-out."""
@@ -245,6 +277,9 @@ class StateSink:
     def _poke(self) -> None:
         if not self.pending:
             self._idle.set()
+        # Room again below four fifths of the bound: sources resume in batches, not one by one.
+        if not self._room.is_set() and self.backlog < self._max_pending * 0.8:
+            self._room.set()
 
     def _crashed(self, work: _Work, error: Exception) -> None:
         self._on_fatal(

@@ -19,11 +19,19 @@ last published status and decides, for each observation, whether it is a change.
   is a change only for an instance the tracker has never seen.
 
 ``inferred`` is set on poll records that did not see the change happen (see :func:`_inferred`).
+
+**Memory.** A live instance is remembered until it ends; a final one only until
+:meth:`Tracker.forget_finals` is told its end is old enough (the follower passes a horizon), so
+memory follows the instances live or recently ended, not every instance ever seen. A duplicate
+that arrives after that horizon finds the instance unknown and is published again (with no
+``previous_status``); duplicates come from queue redeliveries and lost acks, minutes apart.
+
 Nothing here does I/O or reads a clock: every time comes in with the observation.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -131,7 +139,7 @@ def rank(status: str) -> int:
 
 
 class _Entry:
-    __slots__ = ("status", "strong_time", "time", "version_id")
+    __slots__ = ("ended_seen", "status", "strong_time", "time", "version_id")
 
     def __init__(
         self, status: str, time: datetime, strong_time: datetime | None, version_id: str | None
@@ -142,6 +150,8 @@ class _Entry:
         #: The latest time applied from a source with Cloudflare's clock (None: only commands).
         self.strong_time = strong_time
         self.version_id = version_id
+        #: When the bridge saw the instance end (None while it is live).
+        self.ended_seen: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -154,6 +164,9 @@ class Tracker:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._live: dict[str, set[str]] = {}
+        #: Instances in the order they ended, with when the bridge saw the end (a stale pair,
+        #: one that ended again later or was restarted, is skipped when its turn comes).
+        self._ended: deque[tuple[datetime, tuple[str, str]]] = deque()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -220,7 +233,9 @@ class Tracker:
             )
             records.append(born)
             time = min(as_utc(obs.created_at), obs.time)
-            self._remember(obs.key, "queued", time, weak=obs.weak, version_id=obs.version_id)
+            self._remember(
+                obs.key, "queued", time, weak=obs.weak, version_id=obs.version_id, seen=obs.at
+            )
             entry = self._entries[obs.key]
         previous = None if entry is None else entry.status
         version_id = obs.version_id or (None if entry is None else entry.version_id)
@@ -237,24 +252,50 @@ class Tracker:
             error=obs.error if obs.status == "errored" else None,
             inferred=_inferred(obs, previous),
         )
-        self._remember(obs.key, obs.status, obs.time, weak=obs.weak, version_id=version_id)
+        self._remember(
+            obs.key, obs.status, obs.time, weak=obs.weak, version_id=version_id, seen=obs.at
+        )
         records.append(record)
         return records
+
+    def forget_finals(self, ended_before: datetime) -> int:
+        """Forget instances whose end the bridge saw before ``ended_before``; returns how many."""
+        forgotten = 0
+        while self._ended and self._ended[0][0] < ended_before:
+            seen, key = self._ended.popleft()
+            entry = self._entries.get(key)
+            if entry is not None and entry.final and entry.ended_seen == seen:
+                del self._entries[key]
+                forgotten += 1
+        return forgotten
 
     def forget(self, workflow: str, instance_id: str) -> None:
         """Stop following an instance the API no longer knows (deleted, or past retention)."""
         self._entries.pop((workflow, instance_id), None)
         self._live.get(workflow, set()).discard(instance_id)
 
-    def restore(self, record: StateRecord) -> None:
-        """Take a state record already published (read back from Kafka) as the current state."""
+    def restore(self, record: StateRecord, *, ended_before: datetime | None = None) -> None:
+        """Take a state record already published (read back from Kafka) as the current state.
+
+        A final record older than ``ended_before`` makes the instance forgotten rather than
+        remembered: what :meth:`forget_finals` would have dropped is not read back in.
+        """
+        key = (record.workflow, record.instance_id)
+        if (
+            ended_before is not None
+            and record.status in FINAL_STATUSES
+            and as_utc(record.at) < ended_before
+        ):
+            self.forget(*key)
+            return
         time = as_utc(record.event_at if record.event_at is not None else record.at)
         self._remember(
-            (record.workflow, record.instance_id),
+            key,
             record.status,
             time,
             weak=record.source == "command",
             version_id=record.version_id,
+            seen=as_utc(record.at),
         )
 
     def _remember(
@@ -265,6 +306,7 @@ class Tracker:
         *,
         weak: bool,
         version_id: str | None,
+        seen: datetime,
     ) -> None:
         workflow, instance_id = key
         entry = self._entries.get(key)
@@ -280,8 +322,11 @@ class Tracker:
         live = self._live.setdefault(workflow, set())
         if entry.final:
             live.discard(instance_id)
+            entry.ended_seen = as_utc(seen)
+            self._ended.append((entry.ended_seen, key))
         else:
             live.add(instance_id)
+            entry.ended_seen = None
 
 
 def _inferred(obs: Observation, previous: str | None) -> bool:

@@ -220,3 +220,63 @@ def test_a_first_sighting_past_queued_begins_at_the_creation_time() -> None:
     assert one(tracker, obs("queued", 1, source="command", kind=Kind.BIRTH)) is None
     # nor an event of the start that happened before the listed status
     assert one(tracker, obs("running", 2)) is None
+
+
+def test_ended_instances_are_forgotten_after_the_horizon_live_ones_never() -> None:
+    tracker = Tracker()
+    for n in range(3):
+        one(tracker, obs("queued", n, instance=f"done-{n}"))
+        one(tracker, obs("complete", 10 + n, instance=f"done-{n}"))
+    one(tracker, obs("running", 5, instance="live"))
+    assert len(tracker) == 4
+    # "done-0" and "done-1" ended before T0 + 11.5 s (as the bridge saw them); "done-2" after.
+    assert tracker.forget_finals(T0 + timedelta(seconds=11.5)) == 2
+    assert tracker.known("wf", "done-0") is None
+    assert tracker.known("wf", "done-2") == "complete"
+    assert tracker.known("wf", "live") == "running"
+    # within the horizon a late duplicate is still absorbed ...
+    assert one(tracker, obs("complete", 12, instance="done-2", observed=30)) is None
+    # ... after it, the instance is unknown again (the documented cost of a bounded memory)
+    assert tracker.forget_finals(T0 + timedelta(days=1)) == 1
+    late = one(tracker, obs("complete", 12, instance="done-2", observed=90_000))
+    assert late is not None
+    assert late.previous_status is None
+    assert tracker.known("wf", "live") == "running"  # a live instance is never forgotten
+    assert tracker.forget_finals(T0 + timedelta(days=1)) == 0
+
+
+def test_a_restarted_instance_is_not_forgotten_for_its_earlier_end() -> None:
+    tracker = Tracker()
+    one(tracker, obs("queued", 0))
+    one(tracker, obs("complete", 1))
+    restarted = obs("queued", 5, source="command", kind=Kind.RESTART, observed=5)
+    assert one(tracker, restarted) is not None
+    assert tracker.forget_finals(T0 + timedelta(seconds=3)) == 0  # its end is stale now
+    assert tracker.known("wf", "i") == "queued"
+
+
+def test_restoring_skips_instances_that_ended_before_the_horizon() -> None:
+    tracker = Tracker()
+    horizon = T0 + timedelta(minutes=30)
+
+    def record(instance: str, status: str, minute: int) -> StateRecord:
+        return StateRecord(
+            workflow="wf",
+            instance_id=instance,
+            status=status,
+            at=T0 + timedelta(minutes=minute),
+            source="event",
+        )
+
+    for restored in (
+        record("old", "queued", 0),
+        record("old", "complete", 10),
+        record("recent", "queued", 20),
+        record("recent", "errored", 40),
+        record("live", "running", 5),
+    ):
+        tracker.restore(restored, ended_before=horizon)
+    assert tracker.known("wf", "old") is None
+    assert tracker.known("wf", "recent") == "errored"
+    assert tracker.known("wf", "live") == "running"
+    assert len(tracker) == 2
