@@ -27,7 +27,7 @@ from bridge.pipeline.readback import (
     commit_metadata,
     metadata_time,
 )
-from bridge.pipeline.service import Replica
+from bridge.pipeline.replica import Replica
 from bridge.pipeline.translate import EventOp, Job, StatusOp
 from tests.support.bridge_harness import (
     NewTopic,

@@ -17,9 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.errors import InternalError
 from bridge.local.emulator import Emulator
-from bridge.pipeline import service
+from bridge.pipeline import replica
 from bridge.pipeline.executor import Executor
 from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.service import Bridge
 from tests.support.bridge_harness import (
     NewTopic,
     OutputReader,
@@ -43,23 +44,23 @@ def _poisoned(value: Any) -> bool:
 def _crash_in(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``stage`` raise RuntimeError for the poison command only."""
     if stage == "decode":
-        real_decode = service.decode_command  # type: ignore[attr-defined]
+        real_decode = replica.decode_command  # type: ignore[attr-defined]
 
         def decode(value: bytes | None) -> Any:
             if _poisoned(value):
                 raise RuntimeError("decoder bug")
             return real_decode(value)
 
-        monkeypatch.setattr(service, "decode_command", decode)
+        monkeypatch.setattr(replica, "decode_command", decode)
     elif stage == "plan":
-        real_plan = service.plan  # type: ignore[attr-defined]
+        real_plan = replica.plan  # type: ignore[attr-defined]
 
         def plan(command: Any, origin: Any, *rest: Any) -> Any:
             if _poisoned(command):
                 raise RuntimeError("planner bug")
             return real_plan(command, origin, *rest)
 
-        monkeypatch.setattr(service, "plan", plan)
+        monkeypatch.setattr(replica, "plan", plan)
     elif stage == "execute":
         real_run = Executor.run
 
@@ -70,14 +71,14 @@ def _crash_in(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
         monkeypatch.setattr(Executor, "run", run)
     else:
-        real_records = service.records_for_job  # type: ignore[attr-defined]
+        real_records = replica.records_for_job  # type: ignore[attr-defined]
 
         def records(job: Any, done: Any, origin: Any) -> Any:
             if _poisoned(job):
                 raise RuntimeError("answer bug")
             return real_records(job, done, origin)
 
-        monkeypatch.setattr(service, "records_for_job", records)
+        monkeypatch.setattr(replica, "records_for_job", records)
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> int | None:
@@ -154,7 +155,7 @@ async def test_a_crash_in_the_outbox_stops_the_replica_and_the_command_is_redeli
         settings = bridge_settings(kafka_broker, emulator, topics, group=group)
         with monkeypatch.context() as patch:
             patch.setattr(Outbox, "job_done", job_done)
-            bridge = service.Bridge(settings)
+            bridge = Bridge(settings)
             run = asyncio.create_task(bridge.run(asyncio.Event()))
             await send_commands(kafka_broker.bootstrap_servers, topics.commands, _commands("wf"))
             with pytest.raises(InternalError, match="outbox bug"):
