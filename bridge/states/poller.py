@@ -76,30 +76,36 @@ class Poller:
             await asyncio.wait_for(stop.wait(), self._first_in)
         while not stop.is_set():
             started, began = datetime.now(UTC), time.monotonic()
-            requests = sum(self._api.requests.values())
-            followed = sorted(self._workflows())
+            before = dict(self._api.requests)
+            followed, live = sorted(self._workflows()), 0
             for workflow in followed:
                 await self._sink.room(stop)
                 if stop.is_set():
                     return
-                await self.sweep(workflow)
+                live += await self.sweep(workflow)
             self._since = started - MARGIN
             self.stats.sweeps += 1
+            spent = {kind: n - before.get(kind, 0) for kind, n in self._api.requests.items()}
             log.info(
                 "state_sweep",
                 workflows=len(followed),
-                requests=sum(self._api.requests.values()) - requests,
+                requests=sum(spent.values()),
+                lists=spent.get("list", 0),
+                gets=spent.get("get", 0),
+                live=live,
                 seconds=round(time.monotonic() - began, 3),
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
 
-    async def sweep(self, workflow: str) -> None:
+    async def sweep(self, workflow: str) -> int:
+        """Sweep ``workflow``; returns how many instances its lists showed live."""
         tracker, sink = self._sink.tracker, self._sink
         live_before = tracker.live(workflow)
         seen: set[str] = set()
         for status in LIVE_STATUSES:
             await self._list(workflow, status, None, seen)
+        live = len(seen)
         for status in sorted(FINAL_STATUSES):
             await self._list(workflow, status, self._since, seen)
         for instance_id in sorted(live_before - seen):
@@ -134,6 +140,7 @@ class Poller:
                     )
                 )
             # a live status: it moved between two lists; the next sweep sees it
+        return live
 
     async def _list(
         self, workflow: str, status: str, since: datetime | None, seen: set[str]
