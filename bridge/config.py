@@ -84,6 +84,11 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    #: How long the group waits for a member to rejoin once a rebalance begins. A member rejoins
+    #: only after its revocation drain, so this must exceed ``drain_timeout_seconds``: else the
+    #: group expels it mid-drain and hands its partitions on while it still writes answers.
+    #: (aiokafka's own default is the session timeout.)
+    rebalance_timeout_ms: int = Field(default=60_000, ge=1000)
     #: Use the idempotent producer; brokers without InitProducerId (Tansu) need it off.
     idempotent_producer: bool = True
     #: Static group membership (KIP-345): a stable id per replica (the pod name) lets a restart
@@ -310,6 +315,17 @@ class Settings(BaseSettings):
     #: A folder of secret files named like the variables (``BRIDGE_CLOUDFLARE__API_TOKEN``, …),
     #: e.g. a mounted Kubernetes Secret; read by ``load_settings`` only.
     secrets_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _rejoin_after_drain(self) -> Self:
+        drain_ms = self.pipeline.drain_timeout_seconds * 1000
+        if self.kafka.rebalance_timeout_ms <= drain_ms:
+            raise ValueError(
+                f"BRIDGE_KAFKA__REBALANCE_TIMEOUT_MS={self.kafka.rebalance_timeout_ms} must exceed "
+                f"BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS={self.pipeline.drain_timeout_seconds:g} "
+                "(in ms): a replica still draining its revoked partitions would be expelled"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

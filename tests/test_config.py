@@ -67,6 +67,19 @@ def test_invalid_values_are_named(env: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+def test_a_rebalance_waits_longer_than_a_revocation_drains(env: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        env.setenv(name, value)
+    settings = load_settings()
+    # aiokafka would wait only the session timeout (10 s) for a member busy draining (20 s)
+    assert settings.kafka.rebalance_timeout_ms > settings.pipeline.drain_timeout_seconds * 1000
+    env.setenv("BRIDGE_PIPELINE__DRAIN_TIMEOUT_SECONDS", "90")
+    with pytest.raises(ConfigError, match="BRIDGE_KAFKA__REBALANCE_TIMEOUT_MS"):
+        load_settings()
+    env.setenv("BRIDGE_KAFKA__REBALANCE_TIMEOUT_MS", "120000")
+    assert load_settings().kafka.rebalance_timeout_ms == 120_000
+
+
 def test_toml_file_under_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "bridge.toml"
     path.write_text(

@@ -252,3 +252,81 @@ async def test_run_answers_thousands_of_mixed_commands_once_each_in_order(
             view = emulator.instance("wf", instance)
             assert view is not None
             assert [p["seq"] for _, p in view.events] == list(range(7)), instance
+
+
+@pytest.mark.parametrize(
+    "transactional", [False, pytest.param(True, marks=pytest.mark.full_kafka)], ids=["plain", "txn"]
+)
+async def test_a_drain_longer_than_the_session_keeps_the_partitions_until_it_ends(
+    kafka_broker: KafkaBroker,
+    new_topic: NewTopic,
+    unique_name: Namer,
+    tmp_path: Path,
+    transactional: bool,
+) -> None:
+    """A replica rejoins a rebalance only once it has drained its revoked partitions. Here each
+    call takes 4 s and the session timeout is 2 s: if the group waited only the session timeout
+    (aiokafka's default rebalance timeout), it would expel the draining replica and give its
+    partitions to the newcomer while the replica still wrote answers: commands answered twice,
+    events delivered twice (with transactions: the expelled replica's commit is not fenced)."""
+    topics = await make_topics(new_topic, 2)
+    instances = [f"d-{n}" for n in range(12)]
+    group = unique_name("g")
+
+    def env(name: str) -> dict[str, str]:
+        slow = {"BRIDGE_PIPELINE__MAX_CONCURRENCY": "4"}  # in flight all along, 4 at a time
+        if transactional:
+            slow["BRIDGE_KAFKA__TRANSACTIONAL_ID"] = f"{group}-{name}"
+        return slow
+
+    isolation = "read_committed" if transactional else "read_uncommitted"
+    async with (
+        Emulator(EmulatorConfig()) as emulator,
+        OutputReader(kafka_broker.bootstrap_servers, topics, isolation_level=isolation) as reader,
+    ):
+        async with BridgeProcess(
+            kafka_broker,
+            emulator,
+            topics,
+            group=group,
+            log_path=tmp_path / "a.log",
+            extra_env=env("a"),
+        ) as first:
+            await first.wait_running()
+            creates: list[dict[str, Any] | bytes] = [
+                {"action": "create", "workflow": "wf", "instance_id": i} for i in instances
+            ]
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, creates)
+            await reader.until(results=len(creates), within=60)
+            emulator.config.latency = Latency(fixed_ms=4000)
+            events: list[dict[str, Any] | bytes] = [
+                {
+                    "action": "send_event",
+                    "workflow": "wf",
+                    "instance_id": i,
+                    "event_type": "tick",
+                    "payload": {"n": n},
+                }
+                for n in range(3)
+                for i in instances
+            ]
+            await send_commands(kafka_broker.bootstrap_servers, topics.commands, events)
+            async with BridgeProcess(
+                kafka_broker,
+                emulator,
+                topics,
+                group=group,
+                log_path=tmp_path / "b.log",
+                extra_env=env("b"),
+            ) as second:
+                await second.wait_running(within=60)
+                await reader.until(results=len(creates) + len(events), within=180)
+                assert await second.terminate() == 0
+            assert await first.terminate() == 0
+        log = (tmp_path / "a.log").read_bytes()
+        assert b'"partitions_revoked"' in log  # the first replica did drain for the newcomer
+        answered = reader.answered()
+        assert len(answered) == len(creates) + len(events)
+        assert max(answered.values()) == 1, [k for k, n in answered.items() if n > 1]
+        assert sum(emulator.stats.events_repeated.values()) == 0
+        assert b"member_id was not recognized" not in log  # it was never expelled

@@ -248,6 +248,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
+        rebalance_timeout_ms=kafka.rebalance_timeout_ms,
         **client_options(kafka),
     )
 
