@@ -292,26 +292,29 @@ class _SlowReadBack:
         return Scan(Ledger(), {})
 
 
+def _replica(consumer: _Consumer, budget: _Budget, outbox: Any, readback: Any) -> Replica:
+    """A replica over fakes: the group callbacks and flow control are what these tests drive."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
+        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
+    )
+    return Replica(
+        settings,
+        budget=cast(Any, budget),
+        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
+        executor=cast(Any, None),
+        outbox=cast(Any, outbox),
+        consumer=cast(Any, consumer),
+        readback=cast(Any, readback),
+    )
+
+
 async def test_partitions_being_read_back_stay_paused_when_a_stall_ends() -> None:
     """Found by the fault run: a 429 block ended during a read-back, flow control resumed every
     assigned partition, and commands were carried out before their answers were read back."""
     tp = TopicPartition("cmd", 3)
     consumer, budget, readback = _Consumer({tp}), _Budget(), _SlowReadBack()
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
-        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
-    )
-    gate = AuthGate(lambda: asyncio.sleep(0), interval=1)
-    replica = Replica(
-        settings,
-        budget=cast(Any, budget),
-        gate=gate,
-        executor=cast(Any, None),
-        outbox=cast(Any, None),
-        consumer=cast(Any, consumer),
-        readback=cast(Any, readback),
-    )
-    replica.outbox = cast(Any, type("O", (), {"pending": 0})())
+    replica = _replica(consumer, budget, type("O", (), {"pending": 0})(), readback)
     budget.blocked_for = 5.0  # a 429 block: consumption paused
     replica._backpressure()
     assert consumer.paused == {tp}
@@ -391,19 +394,7 @@ async def test_a_revocation_cancels_the_read_back_and_leaves_the_partition_alone
     tp = TopicPartition("cmd", 0)
     consumer, budget = _Consumer({tp}), _Budget()
     outbox = _Outbox(budget)
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
-        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
-    )
-    replica = Replica(
-        settings,
-        budget=cast(Any, budget),
-        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
-        executor=cast(Any, None),
-        outbox=cast(Any, outbox),
-        consumer=cast(Any, consumer),
-        readback=cast(Any, _SlowReadBack()),
-    )
+    replica = _replica(consumer, budget, outbox, _SlowReadBack())
     await replica.on_assigned({tp})
     [reading] = list(replica._readbacks)
     await replica.on_revoked({tp})
@@ -418,19 +409,7 @@ async def test_lost_partitions_are_neither_drained_nor_committed() -> None:
     tp = TopicPartition("cmd", 0)
     consumer, budget = _Consumer({tp}), _Budget()
     outbox = _Outbox(budget)
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers="unused:9092"),
-        cloudflare=CloudflareSettings(account_id="a", api_token="t"),
-    )
-    replica = Replica(
-        settings,
-        budget=cast(Any, budget),
-        gate=AuthGate(lambda: asyncio.sleep(0), interval=1),
-        executor=cast(Any, None),
-        outbox=cast(Any, outbox),
-        consumer=cast(Any, consumer),
-        readback=cast(Any, _SlowReadBack()),
-    )
+    replica = _replica(consumer, budget, outbox, _SlowReadBack())
     consumer._coordinator = type("C", (), {"member_id": "m-1"})()  # type: ignore[attr-defined]
     await replica.on_revoked({tp})  # an ordinary rebalance: drained, then forgotten
     assert outbox.share_while_draining is not None
