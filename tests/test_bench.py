@@ -4,9 +4,6 @@ table with every contestant's row, and every contestant wrote exactly one result
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +11,8 @@ import pytest
 from bench.report import build, render
 from bench.runner import BRIDGE, NAIVE, RAW, Measurement
 from bench.scenarios import QUICK, select
+from tests.support.bench_harness import run_quick_bench
 from tests.support.kafka_harness import KafkaBroker
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -24,21 +20,7 @@ def test_quick_creates_scenario_counts_every_result(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
     report = tmp_path / "bench.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-        "KAFKA_FLAVOUR": kafka_broker.flavour.value,
-        "PYTHONPATH": str(ROOT),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "a", "--json", str(report)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    done = run_quick_bench(kafka_broker, "a", report, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.strip()]
     label = f"a. {QUICK.creates:,} creates"

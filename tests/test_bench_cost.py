@@ -5,9 +5,6 @@ judged (``bench/baseline.py``, ``bench/cost_report.py``); and the faults scenari
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +13,8 @@ from bench.baseline import BEFORE, baseline_env, baseline_tree
 from bench.report import build, render
 from bench.runner import BRIDGE, Measurement
 from bench.scenarios import DEFAULT, QUICK, select
+from tests.support.bench_harness import run_quick_bench
 from tests.support.kafka_harness import KafkaBroker
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_baseline_is_the_bridge_before_issue_9() -> None:
@@ -147,21 +143,7 @@ def test_cpu_and_latency_are_reported_beside_the_bridge_before_issue_9() -> None
 @pytest.mark.slow
 def test_quick_faults_scenario_confirms_nothing(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-        "KAFKA_FLAVOUR": kafka_broker.flavour.value,
-        "PYTHONPATH": str(ROOT),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "f", "--json", str(report)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = run_quick_bench(kafka_broker, "f", report, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     measured = {m["contestant"]: m for m in json.loads(report.read_text())["measurements"]}
     assert set(measured) == {BEFORE, BRIDGE}
